@@ -1,0 +1,65 @@
+"""The ``staircase`` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from harness.config import ConfigError, config_to_yaml, load_config
+from harness.console import emit_json, fail
+from harness.datasets.cli import app as datasets_app
+
+app = typer.Typer(
+    name="staircase",
+    help="Long-horizon agentic optimization: models climb a Rust vector-DB staircase; a fair scorer measures it.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+config_app = typer.Typer(help="Inspect run configurations.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(datasets_app, name="datasets")
+
+Sets = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a setting: dotted.key=value (repeatable)."),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON value on stdout.")]
+
+
+@config_app.command("show")
+def config_show(
+    config: Annotated[Path | None, typer.Argument(help="A YAML run config (default: built-in defaults).")] = None,
+    set_: Sets = None,
+    json: Json = False,
+) -> None:
+    """Print the resolved configuration (file + overrides + defaults)."""
+    try:
+        cfg = load_config(config, set_ or [])
+    except ConfigError as e:
+        fail(str(e))
+    if json:
+        emit_json(cfg)
+    else:
+        typer.echo(config_to_yaml(cfg), nl=False)
+
+
+def _mount_optional() -> None:
+    """Mount sub-apps whose modules exist in this version of the package."""
+    try:
+        from harness.sandbox.cli import app as sandbox_app
+    except ImportError:
+        return
+    app.add_typer(sandbox_app, name="sandbox")
+
+
+_mount_optional()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
