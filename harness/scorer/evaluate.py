@@ -1,0 +1,145 @@
+"""Judging what a server answered: recall, distances, and signs of cheating.
+
+Nothing here trusts the server: every distance is recomputed from the vectors, and recall under
+the strict protocol counts a returned id when its true distance is within the 10th true neighbour's
+(ties count, as in ann-benchmarks).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Slack for float rounding when comparing a returned neighbour with the 10th true distance.
+TIE_EPS = 1e-6
+
+
+@dataclass
+class Judgement:
+    recall: float | None
+    answered: int
+    distance_kind: str | None = None
+    problems: list[str] = field(default_factory=list)  # -> bad_response
+    cheats: list[str] = field(default_factory=list)  # -> cheat_suspected
+
+
+def true_squared(base: np.ndarray, queries: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Exact float64 squared distances of ``ids`` (q, k) to their queries; NaN where id < 0."""
+    q, k = ids.shape
+    out = np.full((q, k), np.nan)
+    ok = (ids >= 0) & (ids < base.shape[0])
+    rows, cols = np.nonzero(ok)
+    for start in range(0, rows.size, 65536):
+        r, c = rows[start : start + 65536], cols[start : start + 65536]
+        diff = np.asarray(base[ids[r, c]], dtype=np.float64) - np.asarray(queries[r], dtype=np.float64)
+        out[r, c] = np.einsum("ij,ij->i", diff, diff)
+    return out
+
+
+def recall_strict(true_sq: np.ndarray, kth_true_sq: np.ndarray, answered: np.ndarray, k: int) -> float:
+    """Tie-aware recall@k over the answered queries."""
+    if not answered.any():
+        return 0.0
+    thresh = kth_true_sq[:, None] * (1 + TIE_EPS) + TIE_EPS
+    hits = np.nan_to_num(true_sq[:, :k] <= thresh, nan=0.0).sum(axis=1)
+    return float(np.minimum(hits, k)[answered].sum() / (k * answered.sum()))
+
+
+def recall_overlap(ids: np.ndarray, gt_ids: np.ndarray, answered: np.ndarray, k: int) -> float:
+    """KCORES recall: mean overlap of the first k returned ids with the true top-k ids."""
+    if not answered.any():
+        return 0.0
+    hits = [len(set(ids[i, :k].tolist()) & set(gt_ids[i, :k].tolist()) - {-1}) for i in np.flatnonzero(answered)]
+    return float(sum(hits) / (k * len(hits)))
+
+
+def classify_distances(returned: np.ndarray, true_sq: np.ndarray, rtol: float) -> tuple[str | None, float]:
+    """Which convention the server's distances follow, and the fraction that fits it.
+
+    Returns ``(kind, fit)`` where kind is "euclidean" or "squared" (None when nothing to compare).
+    """
+    mask = np.isfinite(returned) & np.isfinite(true_sq)
+    if not mask.any():
+        return None, 1.0
+    r, t = returned[mask].astype(np.float64), true_sq[mask]
+    euclid = np.abs(r - np.sqrt(t)) <= rtol * np.maximum(1.0, np.sqrt(t))
+    squared = np.abs(r - t) <= rtol * np.maximum(1.0, t)
+    if euclid.mean() >= squared.mean():
+        return "euclidean", float(euclid.mean())
+    return "squared", float(squared.mean())
+
+
+def judge_pass(
+    ids: np.ndarray,
+    dists: np.ndarray,
+    base: np.ndarray,
+    queries: np.ndarray,
+    gt_ids: np.ndarray,
+    gt_dists: np.ndarray,
+    *,
+    k: int,
+    protocol: str,
+    rtol: float,
+) -> Judgement:
+    """Judge one pass's answers (``ids``/``dists`` of shape (q, k), -1/NaN where missing)."""
+    answered = (ids >= 0).any(axis=1)
+    j = Judgement(recall=None, answered=int(answered.sum()))
+    if not answered.any():
+        j.problems.append("no query was answered")
+        return j
+    true_sq = true_squared(base, queries, ids)
+    kind, fit = classify_distances(dists, true_sq, rtol)
+    j.distance_kind = kind
+    if kind is not None and fit < 0.99:
+        r, c = _first_mismatch(dists, true_sq, kind, rtol)
+        shown = np.sqrt(true_sq[r, c]) if kind == "euclidean" else true_sq[r, c]
+        j.problems.append(
+            f"returned distances do not match the vectors ({(1 - fit):.1%} off): query {r} id {ids[r, c]} "
+            f"returned {dists[r, c]:.6g}, the true {kind} distance is {shown:.6g}"
+        )
+    if protocol == "kcores":
+        j.recall = recall_overlap(ids, gt_ids, answered, k)
+    else:
+        # The k-th true distance is recomputed exactly, not read back from float32 files.
+        kth = true_squared(base, queries, gt_ids[:, k - 1 : k].astype(np.int64))[:, 0]
+        j.recall = recall_strict(true_sq, kth, answered, k)
+    j.cheats.extend(identical_results(ids, answered))
+    return j
+
+
+def identical_results(ids: np.ndarray, answered: np.ndarray, threshold: float = 0.5) -> list[str]:
+    """Flag a server that returns the same ids whatever it is asked."""
+    rows = [tuple(r) for r in ids[answered].tolist()]
+    if len(rows) < 20:
+        return []
+    top, count = Counter(rows).most_common(1)[0]
+    share = count / len(rows)
+    if share > threshold:
+        return [f"{share:.0%} of queries got the same {len(top)} ids ({list(top)[:5]}...)"]
+    return []
+
+
+def caching_suspected(pass_qps: list[float], ratio: float = 1.5) -> list[str]:
+    """Flag a server much faster on repeated queries than on first sight (a cache of answers).
+
+    The first pass is the only one in which every hidden query is new (warm-up uses other
+    vectors), so a later pass far faster than the first means the answers were remembered.
+    """
+    if len(pass_qps) < 2 or pass_qps[0] <= 0:
+        return []
+    later = float(np.median(pass_qps[1:]))
+    if later / pass_qps[0] > ratio:
+        return [
+            f"repeated queries were answered {later / pass_qps[0]:.1f}x faster than first-seen ones "
+            f"({pass_qps[0]:.0f} -> {later:.0f} QPS): results cached across passes"
+        ]
+    return []
+
+
+def _first_mismatch(dists: np.ndarray, true_sq: np.ndarray, kind: str, rtol: float) -> tuple[int, int]:
+    want = np.sqrt(true_sq) if kind == "euclidean" else true_sq
+    bad = np.isfinite(dists) & np.isfinite(want) & (np.abs(dists - want) > rtol * np.maximum(1.0, want))
+    r, c = np.argwhere(bad)[0]
+    return int(r), int(c)

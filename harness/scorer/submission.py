@@ -1,0 +1,165 @@
+"""Turning a path into a scorable source tree, checking the task's rules, and hashing the tree.
+
+Two shapes are accepted: a crate of the skeleton's shape (``Cargo.toml`` + ``src/``), and a
+published KCORES leaderboard entry (``Cargo.toml``, ``Cargo.lock``, and ``src/`` and/or
+``src_best_qps/`` holding only the files the model changed), which is laid over the skeleton.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SKELETON = REPO_ROOT / "skeleton"
+READ_ONLY = ("src/main.rs", "src/api.rs")
+IGNORED_DIRS = {"target", ".git", "node_modules", "__pycache__"}
+# Crates that implement nearest-neighbour search: using one is not solving the task.
+BANNED_CRATES = frozenset({
+    "faiss", "faiss-sys", "faiss-next", "annoy", "annoy-rs", "rannoy", "hnsw", "hnsw_rs", "hnswlib",
+    "hnswlib-rs", "hnswlib-sys", "usearch", "instant-distance", "arroy", "hora", "granne", "diskann",
+    "diskann-rs", "lance", "lancedb", "lance-index", "qdrant-client", "qdrant-segment", "milvus",
+    "milvus-sdk-rust", "kiddo", "kdtree", "kd-tree", "nabo", "petal-neighbors", "ball-tree", "vpsearch",
+    "space", "ngt", "ngt-sys", "voyager", "small-world-rs", "hnsw-rs", "pgvecto", "vectordb",
+})
+DEP_TABLES = ("dependencies", "dev-dependencies", "build-dependencies")
+
+
+class SubmissionError(ValueError):
+    """The path is not a submission we can score (nothing to build)."""
+
+
+@dataclass
+class RuleCheck:
+    """The outcome of the rule checks: an empty ``violations`` list means the rules hold."""
+
+    violations: list[str] = field(default_factory=list)
+
+
+def prepare(path: Path, dest: Path, variant: Literal["best", "final"] = "best") -> Path:
+    """Copy the submission at ``path`` into ``dest`` as a complete crate and return ``dest``.
+
+    A KCORES entry's ``src_best_qps/`` (``variant="best"``, its best-QPS snapshot) or ``src/``
+    (``"final"``) is laid over the skeleton; a complete crate is copied as it is.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise SubmissionError(f"{path}: not a folder")
+    if dest.exists():
+        shutil.rmtree(dest)
+    complete = (path / "Cargo.toml").is_file() and (path / "src" / "main.rs").is_file()
+    if complete and not (path / "src_best_qps").is_dir():
+        shutil.copytree(path, dest, ignore=shutil.ignore_patterns(*IGNORED_DIRS))
+        _touch_all(dest)
+        return dest
+    # A partial submission (a KCORES entry, a reference stage): the skeleton, then the entry's
+    # crate files, then its chosen sources.
+    shutil.copytree(SKELETON, dest, ignore=shutil.ignore_patterns(*IGNORED_DIRS, "API.md"))
+    for name in ("Cargo.toml", "Cargo.lock"):
+        if (path / name).is_file():
+            shutil.copy2(path / name, dest / name)
+    layers = ["src", "src_best_qps"] if variant == "best" else ["src"]
+    found = False
+    for layer in layers:
+        if (path / layer).is_dir():
+            found = True
+            for f in (path / layer).rglob("*.rs"):
+                target = dest / "src" / f.relative_to(path / layer)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, target)
+    if not found:
+        raise SubmissionError(f"{path}: no Cargo.toml, src/ or src_best_qps/: expected a crate of the "
+                              "skeleton's shape or a KCORES leaderboard entry")
+    _touch_all(dest)
+    return dest
+
+
+def _touch_all(root: Path) -> None:
+    """Give every file a fresh mtime: cargo decides what to rebuild from mtimes, and copies that keep
+    old ones would let a shared target dir serve a stale binary."""
+    now = time.time()
+    for p in root.rglob("*"):
+        if p.is_file():
+            os.utime(p, (now, now))
+
+
+def tree_files(root: Path) -> list[Path]:
+    """The files that make up a submission's source tree, sorted, build outputs left out."""
+    out = []
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if p.is_file() and not (set(rel.parts) & IGNORED_DIRS):
+            out.append(rel)
+    return out
+
+
+def tree_hash(root: Path) -> str:
+    """A content hash of the source tree: paths and bytes of every file."""
+    h = hashlib.sha256()
+    for rel in tree_files(root):
+        data = (root / rel).read_bytes()
+        h.update(f"{rel.as_posix()}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def check_rules(root: Path, skeleton: Path = SKELETON) -> RuleCheck:
+    """The task's rules: read-only files untouched, ``debug = true`` kept, no vector-search crate."""
+    check = RuleCheck()
+    for rel in READ_ONLY:
+        ours, theirs = skeleton / rel, root / rel
+        if not theirs.is_file():
+            check.violations.append(f"{rel} is missing (it is read-only and must stay as given)")
+        elif theirs.read_bytes() != ours.read_bytes():
+            check.violations.append(f"{rel} differs from the skeleton's (it is read-only)")
+    try:
+        manifest = tomllib.loads((root / "Cargo.toml").read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        check.violations.append(f"Cargo.toml is not valid TOML: {e}")
+        return check
+    debug = manifest.get("profile", {}).get("release", {}).get("debug")
+    if debug not in (True, 2, "full"):
+        check.violations.append(
+            f"Cargo.toml: [profile.release] must keep debug = true (found {debug!r})"
+        )
+    for crate in sorted(_declared_crates(manifest) | _locked_crates(root / "Cargo.lock")):
+        if crate.replace("_", "-") in {b.replace("_", "-") for b in BANNED_CRATES}:
+            check.violations.append(f"crate {crate!r} is a vector-search library, which the rules ban")
+    return check
+
+
+def _declared_crates(manifest: dict[str, Any]) -> set[str]:
+    names: set[str] = set()
+    tables = [manifest] + list(manifest.get("target", {}).values())
+    for table in tables:
+        for key in DEP_TABLES:
+            for alias, spec in table.get(key, {}).items():
+                names.add(alias)
+                if isinstance(spec, dict) and "package" in spec:
+                    names.add(spec["package"])
+    return names
+
+
+def _locked_crates(lock: Path) -> set[str]:
+    if not lock.is_file():
+        return set()
+    try:
+        data = tomllib.loads(lock.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return set()
+    return {p["name"] for p in data.get("package", []) if "name" in p}
+
+
+def package_name(root: Path) -> str:
+    """The crate's package name, which is also its binary's name."""
+    manifest = tomllib.loads((root / "Cargo.toml").read_text())
+    bins = manifest.get("bin")
+    if bins and isinstance(bins, list) and bins[0].get("name"):
+        return str(bins[0]["name"])
+    return str(manifest["package"]["name"])
