@@ -61,10 +61,13 @@ def score(
     raise typer.Exit(0)
 
 
+def fmt(v: float | None, f: str = "{:,.1f}") -> str:
+    return "-" if v is None else f.format(v)
+
+
 def show(s: Score) -> None:
     colour = "green" if s.valid else "red"
     t = Table(show_header=False, title=f"[{colour}]{s.status.value}[/]: {s.reason}", title_justify="left")
-    fmt = (lambda v, f="{:,.1f}": "-" if v is None else f.format(v))
     t.add_row("QPS (median of passes)", fmt(s.qps), "spread (max/min)", fmt(s.qps_spread, "{:.3f}"))
     t.add_row("recall@10", fmt(s.recall, "{:.4f}"), "floor", f"{s.recall_floor}")
     t.add_row("latency p50/p95/p99 ms", f"{fmt(s.p50_ms, '{:.2f}')} / {fmt(s.p95_ms, '{:.2f}')} / "

@@ -37,6 +37,28 @@ HARDENING: dict[str, Any] = {
 }
 
 
+# Compile offline against the vendored crates. A Cargo.lock that pins versions we do not vendor is
+# resolved again against the vendored set (said in the log), so published submissions still build.
+BUILD_SCRIPT = r"""
+set -u
+mkdir -p /tmp/cargo-home && cp /usr/local/cargo/config.toml /tmp/cargo-home/ 2>/dev/null
+if [ ! -d /target/release ] && [ -d /opt/staircase/target-cache/release ]; then
+  cp -a /opt/staircase/target-cache/. /target/ 2>/dev/null
+fi
+cd /build/src
+cargo build --release --offline --locked > /tmp/build.log 2>&1
+rc=$?
+if [ $rc -ne 0 ] && grep -qE "failed to select a version|no matching package|lock file|--locked" /tmp/build.log; then
+  echo "[staircase] Cargo.lock names crates that are not vendored: resolving against the vendored set"
+  rm -f Cargo.lock
+  cargo build --release --offline > /tmp/build.log 2>&1
+  rc=$?
+fi
+tail -c 200000 /tmp/build.log
+exit $rc
+"""
+
+
 def _user() -> str:
     """Containers run as the host user (never root inside when the host user is not root)."""
     return f"{os.getuid()}:{os.getgid()}"
@@ -119,12 +141,7 @@ class DockerRunner:
         shutil.copytree(src, build_dir / "src", dirs_exist_ok=True)
         target = target_cache_dir() / name
         target.mkdir(parents=True, exist_ok=True)
-        script = (
-            "set -e; mkdir -p /tmp/cargo-home; cp /usr/local/cargo/config.toml /tmp/cargo-home/ 2>/dev/null || true; "
-            "if [ ! -d /target/release ] && [ -d /opt/staircase/target-cache/release ]; then "
-            "cp -a /opt/staircase/target-cache/. /target/ 2>/dev/null || true; fi; "
-            "cd /build/src && cargo build --release --offline 2>&1"
-        )
+        script = BUILD_SCRIPT
         t0 = time.monotonic()
         c = self.client.containers.run(
             self.image.id, ["bash", "-c", script], detach=True, user=_user(),
@@ -190,7 +207,8 @@ class DockerRunner:
             volumes[str(out_dir)] = {"bind": "/out", "mode": "rw"}
         hardening = {**HARDENING, "network_mode": f"container:{server.container.id}"}
         c = self.client.containers.run(
-            self.image.id, argv, detach=True, user=_user(), environment={"HOME": "/tmp", "PATH": "/usr/local/bin:/usr/bin:/bin"},
+            self.image.id, argv, detach=True, user=_user(),
+            environment={"HOME": "/tmp", "PATH": "/usr/local/bin:/usr/bin:/bin"},
             volumes=volumes, tmpfs={"/tmp": "size=64m"}, read_only=True, cpuset_cpus=cpus,
             mem_limit="2g", memswap_limit="2g", pids_limit=256, **hardening,
         )

@@ -259,7 +259,6 @@ class Scorer:
                 state: dict[str, Any]) -> Score:
         passes: list[PassResult] = state["passes"]
         qps_list = [p.qps for p in passes if p.completed]
-        median_or_none = (lambda xs: float(np.median(xs)) if xs else None)
         measured = status in (Status.VALID, Status.INVALID, Status.CHEAT_SUSPECTED)
         return Score(
             status=status, reason=reason, valid=status == Status.VALID,
@@ -298,6 +297,10 @@ class Scorer:
         p = self._cache_path(score.tree_hash)
         if p is not None and score.status != Status.ERROR:
             atomic_write_bytes(p, score.model_dump_json(indent=2).encode())
+
+
+def median_or_none(xs: list[float]) -> float | None:
+    return float(np.median(xs)) if xs else None
 
 
 def _pass(p: dict[str, Any]) -> PassResult:

@@ -1,0 +1,57 @@
+"""The misbehaving suite: every fault gets the right status and reason, in real containers,
+while the harness stays up. Builds share one target cache, so after the first the builds are short."""
+
+import time
+
+import pytest
+
+from harness.scorer.record import Status
+from harness.scorer.scorer import Scorer
+from tests.scorer.conftest import quick_scorer_config
+from tests.scorer.submissions import write_stage1, write_variant
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+# variant -> (expected statuses, a phrase the reason must contain)
+EXPECTED = {
+    "compile_error": ({Status.BUILD_FAILED}, "cargo build --release failed"),
+    "abort_on_search": ({Status.CRASHED}, "the server died"),
+    "never_accepts": ({Status.START_TIMEOUT}, "did not accept TCP connections"),
+    "wrong_k": ({Status.BAD_RESPONSE}, "wrong_k"),
+    "duplicate_ids": ({Status.BAD_RESPONSE}, "duplicate_ids"),
+    "random_ids": ({Status.INVALID}, "below the floor"),
+    "same_ids": ({Status.CHEAT_SUSPECTED}, "got the same"),
+    "wrong_distances": ({Status.BAD_RESPONSE}, "do not match"),
+    "caches_results": ({Status.CHEAT_SUSPECTED}, "cached across passes"),
+    "memory_flood": ({Status.OOM}, "memory limit"),
+    "fork_bomb": ({Status.VALID, Status.CRASHED, Status.START_TIMEOUT}, ""),
+    "log_flood": ({Status.VALID, Status.INVALID, Status.TIMEOUT}, ""),
+    "endless_lazy_build": ({Status.TIMEOUT}, ""),
+    "edited_read_only": ({Status.RULE_VIOLATION}, "src/main.rs differs"),
+    "banned_crate": ({Status.RULE_VIOLATION}, "hnsw_rs"),
+}
+
+
+@pytest.fixture(scope="module")
+def docker_scorer(small_dataset, sandbox_image):
+    from harness.scorer.docker_runner import DockerRunner
+
+    cfg = quick_scorer_config(image=sandbox_image.tag, passes=3)
+    return Scorer(cfg, small_dataset, DockerRunner(cfg))
+
+
+def test_correct_brute_force_is_valid_in_containers(docker_scorer, tmp_path):
+    s = docker_scorer.score(write_stage1(tmp_path / "ok"))
+    assert s.status == Status.VALID, (s.reason, s.server_log_tail[-2000:])
+    assert s.recall == 1.0 and s.hardware.runner == "docker" and s.hardware.image_id
+
+
+@pytest.mark.parametrize("variant", list(EXPECTED))
+def test_misbehaving_submission(variant, docker_scorer, tmp_path):
+    statuses, phrase = EXPECTED[variant]
+    t0 = time.monotonic()
+    s = docker_scorer.score(write_variant(variant, tmp_path / variant), use_cache=False)
+    assert s.status in statuses, (s.status, s.reason, s.server_log_tail[-1500:])
+    assert phrase in s.reason
+    assert s.reason and time.monotonic() - t0 < 240
+    assert len(s.server_log_tail) <= docker_scorer.cfg.log_tail_bytes
