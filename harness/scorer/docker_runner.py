@@ -24,7 +24,7 @@ import requests.exceptions
 from harness.config import ScorerConfig
 from harness.scorer.record import Hardware
 from harness.scorer.runner import BuildOutcome, LoadgenRun, Server, cpu_model
-from harness.scorer.submission import package_name
+from harness.scorer.submission import REPO_ROOT, package_name
 
 PORT = 8080
 LOG_OPTS = {"type": "json-file", "config": {"max-size": "2m", "max-file": "1"}}
@@ -122,7 +122,7 @@ class DockerRunner:
         if tag is None:
             from harness.sandbox.image import ensure_image
 
-            tag = ensure_image(progress=self.log).tag
+            tag = ensure_image(REPO_ROOT, progress=self.log).tag
         self.image = self.client.images.get(tag)
         self._work: list[Path] = []
 

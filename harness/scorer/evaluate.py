@@ -111,7 +111,7 @@ def judge_pass(
 
 def identical_results(ids: np.ndarray, answered: np.ndarray, threshold: float = 0.5) -> list[str]:
     """Flag a server that returns the same ids whatever it is asked."""
-    rows = [tuple(r) for r in ids[answered].tolist()]
+    rows = [tuple(sorted(r)) for r in ids[answered].tolist()]
     if len(rows) < 20:
         return []
     top, count = Counter(rows).most_common(1)[0]

@@ -62,6 +62,8 @@ def test_partial_recall_and_unanswered_queries():
 def test_identical_results_and_caching_detectors():
     ids = np.tile(np.arange(10), (100, 1))
     assert identical_results(ids, np.ones(100, bool))
+    shuffled = np.array([np.random.default_rng(i).permutation(10) for i in range(100)])
+    assert identical_results(shuffled, np.ones(100, bool)), "the same ids in another order are the same answer"
     assert not identical_results(np.arange(1000).reshape(100, 10), np.ones(100, bool))
     assert caching_suspected([500.0, 5000.0, 5200.0])
     assert not caching_suspected([500.0, 520.0, 490.0])
