@@ -10,6 +10,7 @@ import typer
 from harness.config import ConfigError, config_to_yaml, load_config
 from harness.console import emit_json, fail
 from harness.datasets.cli import app as datasets_app
+from harness.run_cli import demo, resume, run
 from harness.scorer.cli import score
 
 app = typer.Typer(
@@ -22,6 +23,9 @@ config_app = typer.Typer(help="Inspect run configurations.", no_args_is_help=Tru
 app.add_typer(config_app, name="config")
 app.add_typer(datasets_app, name="datasets")
 app.command("score")(score)
+app.command("run")(run)
+app.command("resume")(resume)
+app.command("demo")(demo)
 
 Sets = Annotated[
     list[str] | None,

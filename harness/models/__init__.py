@@ -1,0 +1,32 @@
+"""Models behind one protocol (``base.Model``): OpenAI-compatible, Anthropic, scripted, replay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.config import ModelConfig
+from harness.models.base import Model
+
+
+def make_model(cfg: ModelConfig, run_dir: Path | None = None) -> Model:
+    """The model a config names. Provider SDKs are imported only when used."""
+    if cfg.provider == "scripted":
+        from harness.models.scripted import ScriptedModel
+
+        return ScriptedModel.from_config(cfg.script)
+    if cfg.provider == "replay":
+        from harness.models.replay import ReplayModel
+
+        if not cfg.replay_run:
+            raise ValueError("model.replay_run: the run directory to replay is required with provider replay")
+        return ReplayModel(Path(cfg.replay_run))
+    from harness.models.pricing import PriceTable
+
+    prices = PriceTable.load(Path(cfg.prices))
+    if cfg.provider == "openai":
+        from harness.models.openai_model import OpenAIModel
+
+        return OpenAIModel(cfg, prices)  # type: ignore[return-value]
+    from harness.models.anthropic_model import AnthropicModel
+
+    return AnthropicModel(cfg, prices)  # type: ignore[return-value]

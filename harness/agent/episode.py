@@ -1,0 +1,118 @@
+"""One iteration's conversation: the model calls tools in the sandbox until it submits.
+
+An episode ends in one of a few named ways (exceptions, as in mini-swe-agent): the model submits;
+the per-iteration tool cap is reached; the stuck detector fires; a budget runs out; the model has
+nothing more to say. Every model call and tool call is appended to the ledger before the next one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.agent.context import Context
+from harness.agent.tools import Tool, ToolResult, run_tool
+from harness.budget import Budget, BudgetExhausted
+from harness.config import AgentConfig
+from harness.ledger import Ledger
+from harness.models.base import Message, Model, ModelExhausted
+from harness.sandbox.base import Sandbox
+
+
+@dataclass
+class EpisodeEnd:
+    """How an episode ended: ``reason`` is submitted, tool_cap, stuck, budget or model_stopped."""
+
+    reason: str
+    message: str
+    detail: str = ""
+
+
+class Episode:
+    def __init__(self, n: int, model: Model, sandbox: Sandbox, tools: list[Tool], ledger: Ledger, budget: Budget,
+                 cfg: AgentConfig, context_window: int, attempt: int = 0) -> None:
+        self.n = n
+        self.model = model
+        self.sandbox = sandbox
+        self.tools = {t.spec.name: t for t in tools}
+        self.ledger = ledger
+        self.budget = budget
+        self.cfg = cfg
+        self.attempt = attempt
+        self.context = Context(context_window, cfg.compact_at_fraction)
+        self.outputs = ledger.iteration_dir(n) / "outputs"
+        self.tool_calls = 0
+        self._recent: list[str] = []
+
+    def run(self, system: str, task: str, prompt: str) -> EpisodeEnd:
+        self.context.start([Message(role="system", content=system), Message(role="user", content=task, cache=True),
+                            Message(role="user", content=prompt)])
+        specs = [t.spec for t in self.tools.values()]
+        turn = 0
+        while True:
+            try:
+                self.budget.check()
+            except BudgetExhausted as e:
+                return EpisodeEnd("budget", f"(budget exhausted: {e.reason})", e.reason)
+            if self.budget.iteration_cap_reached(self.tool_calls):
+                return EpisodeEnd("tool_cap", "(the per-iteration tool-call cap was reached)")
+            try:
+                resp = self.model.complete(self.context.view(), specs)
+            except ModelExhausted as e:
+                return EpisodeEnd("model_stopped", "(the model stopped)", str(e))
+            event = self.ledger.append("model_call", iteration=self.n, attempt=self.attempt, turn=turn,
+                                       message=resp.message, usage=resp.usage, cost_usd=resp.cost_usd,
+                                       latency_s=round(resp.latency_s, 3), stop_reason=resp.stop_reason,
+                                       model=resp.model, attempts=resp.attempts)
+            self.budget.usage.add_event(event)
+            self.context.add(resp.message, resp.usage.input_tokens)
+            if not resp.message.tool_calls:
+                self.context.add(Message(role="user", content="Use a tool, or call `submit` to end the iteration."))
+            for call in resp.message.tool_calls:
+                result = run_tool(self.tools, self.sandbox, call.name, call.arguments)
+                self.tool_calls += 1
+                shown, full_path = self._cut(result.text, call.id)
+                event = self.ledger.append("tool_call", iteration=self.n, attempt=self.attempt, turn=turn,
+                                           call_id=call.id, name=call.name, arguments=call.arguments,
+                                           is_error=result.is_error, output=shown, full_output=full_path,
+                                           exit_code=result.exec.exit_code if result.exec else None,
+                                           duration_s=round(result.exec.duration_s, 3) if result.exec else None)
+                self.budget.usage.add_event(event)
+                self.context.add(Message(role="tool", content=shown, tool_call_id=call.id, name=call.name))
+                if result.submitted is not None:
+                    return EpisodeEnd("submitted", result.submitted)
+                if self._stuck(call.name, call.arguments, result):
+                    return EpisodeEnd("stuck", "(ended by the stuck detector)",
+                                      f"the same {call.name} call gave the same result {self.cfg.stuck_repeats} times")
+            turn += 1
+
+    def _cut(self, text: str, call_id: str) -> tuple[str, str | None]:
+        """Head and tail for the model; the full text kept in the run directory."""
+        head, tail = self.cfg.tool_output_head_chars, self.cfg.tool_output_tail_chars
+        if len(text) <= head + tail:
+            return text, None
+        self.outputs.mkdir(parents=True, exist_ok=True)
+        path = self.outputs / f"{self.attempt}-{_safe(call_id)}.txt"
+        path.write_text(text)
+        cut = len(text) - head - tail
+        return f"{text[:head]}\n[... {cut} characters cut; the full output is kept by the harness ...]\n" \
+               f"{text[-tail:]}", str(path.relative_to(self.ledger.run_dir))
+
+    def _stuck(self, name: str, args: str, result: ToolResult) -> bool:
+        key = hashlib.sha256(f"{name}\0{args}\0{result.text}".encode()).hexdigest()
+        self._recent.append(key)
+        last = self._recent[-self.cfg.stuck_repeats:]
+        return len(last) == self.cfg.stuck_repeats and len(set(last)) == 1
+
+
+def _safe(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in s)[:80]
+
+
+def read_notes(workspace: Path, notes_file: str) -> str | None:
+    p = workspace / notes_file
+    try:
+        return p.read_text(errors="replace")[-20000:] if p.is_file() else None
+    except OSError:
+        return None

@@ -1,0 +1,109 @@
+"""What the model reads at the start of every iteration.
+
+The stable part (system prompt, task, API contract, rules, crates) comes first and is marked for
+prompt caching; the changing part (the table of earlier submissions, the last score, the agent's own
+notes) comes after it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.scorer.submission import SKELETON
+
+SYSTEM = """You are a performance engineer working autonomously on a long optimization task. You work in a \
+sandboxed Linux machine through tools. Each iteration you improve the code, measure it with the dev \
+benchmark, and end the iteration by submitting; an official scorer you cannot see then benchmarks the \
+submission on hidden queries. Iterations continue for as long as the budget lasts: plan for many of them, \
+keep notes for your future self, and prefer measured, incremental progress with occasional structural jumps."""
+
+LONG_HORIZON_TASK = """# Task
+Make the vector database in /workspace as fast as possible: maximise queries per second (QPS) on the \
+hidden benchmark while keeping recall@10 >= {recall_floor}. A submission below the recall floor is invalid.
+
+## The machine the server runs on
+{hardware}
+The official benchmark pins the server to {server_cpus} CPU(s) and drives it from separate cores at \
+concurrency {concurrency}, with a memory limit of {memory_limit}.
+
+## Tools
+- `bash`: shell commands in /workspace (no network; crates come from a vendored set, `cargo build --release \
+--offline` works).
+- `read_file`, `write_file`, `str_replace`: edit files.
+- `submit(message)`: end the iteration; the workspace is committed and scored. Say what you changed and why.
+
+## Measuring before you submit
+`devbench` builds the workspace in release mode, starts the server, loads the dev base vectors \
+({n_base:,} x {dim}) from /data, runs the dev queries and prints QPS and recall@10 (`devbench --help`). \
+It is a dev measurement on queries you can see, not the official score.
+
+## Notes across iterations
+Each iteration starts a fresh conversation. `{notes_file}` in the workspace is yours: what you tried, what \
+you measured, what to try next. It is shown to you at the start of every iteration.
+
+## The API contract (skeleton/API.md)
+{api_md}
+
+## Vendored crates you may use
+{crates}
+"""
+
+KCORES_TASK = """# Task (KCORES vector-db-bench setting)
+Implement and optimise the vector database in the project so that it answers SIFT-style L2 nearest-\
+neighbour queries as fast as possible with recall@10 >= {recall_floor}. You have {tool_budget} tool calls \
+in total; `finish` (or the last call) runs the final benchmark on your code.
+
+## The machine
+{hardware}
+
+## The API contract
+{api_md}
+
+## Vendored crates you may use
+{crates}
+"""
+
+
+def history_table(rows: list[dict[str, Any]], limit: int = 60) -> str:
+    """Earlier submissions, newest last: iteration, status, QPS, recall, the model's message."""
+    if not rows:
+        return "No submissions yet: this is the first iteration."
+    shown = rows[-limit:]
+    lines = ["| iter | status | QPS | recall@10 | message |", "|---|---|---|---|---|"]
+    for r in shown:
+        qps = f"{r['qps']:,.0f}" if r.get("qps") is not None else "-"
+        rec = f"{r['recall']:.4f}" if r.get("recall") is not None else "-"
+        msg = " ".join(str(r.get("message", "")).split())[:160].replace("|", "/")
+        lines.append(f"| {r['iteration']} | {r['status']} | {qps} | {rec} | {msg} |")
+    best = [r for r in rows if r.get("status") == "valid" and r.get("qps")]
+    head = f"{len(rows)} submissions so far" + (f" ({len(rows) - len(shown)} older ones not shown)" if
+                                                 len(rows) > len(shown) else "")
+    if best:
+        b = max(best, key=lambda r: r["qps"])
+        head += f"; best valid: {b['qps']:,.0f} QPS at iteration {b['iteration']}"
+    return head + "\n\n" + "\n".join(lines)
+
+
+def last_score_text(score: dict[str, Any] | None) -> str:
+    if not score:
+        return "No score yet."
+    keys = ("status", "reason", "qps", "qps_spread", "recall", "p50_ms", "p95_ms", "p99_ms", "phase_seconds",
+            "error_counts")
+    lines = [f"- {k}: {score.get(k)}" for k in keys if score.get(k) not in (None, {}, [])]
+    tail = (score.get("server_log_tail") or "").strip()
+    if tail:
+        lines.append("- server log tail:\n```\n" + tail[-3000:] + "\n```")
+    return "\n".join(lines)
+
+
+def iteration_prompt(n: int, history: list[dict[str, Any]], last_score: dict[str, Any] | None,
+                     notes: str | None, notes_file: str) -> str:
+    notes_text = notes.strip() if notes and notes.strip() else f"({notes_file} is empty)"
+    return (f"# Iteration {n}\n\n## Earlier submissions\n{history_table(history)}\n\n"
+            f"## The last official score\n{last_score_text(last_score)}\n\n"
+            f"## Your notes ({notes_file})\n{notes_text[-8000:]}\n\n"
+            "Work, measure with devbench, update your notes, then call `submit`.")
+
+
+def api_md() -> str:
+    return (SKELETON / "API.md").read_text()

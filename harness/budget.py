@@ -1,0 +1,98 @@
+"""Budgets: what a run has used, rebuilt from its events, and the limits it may not pass."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel, PrivateAttr
+
+from harness.config import BudgetConfig
+
+
+class BudgetExhausted(Exception):
+    """A limit is reached; ``reason`` names it ("max_tool_calls: 500 of 500")."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Usage(BaseModel):
+    """Everything a run has spent, on every axis that budgets and comparisons use."""
+
+    iterations: int = 0
+    tool_calls: int = 0
+    model_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    dollars: float = 0.0
+    active_seconds: float = 0.0
+    _last_ts: float | None = PrivateAttr(default=None)
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def hours(self) -> float:
+        return self.active_seconds / 3600
+
+    def add_event(self, e: dict[str, Any]) -> None:
+        t = e["type"]
+        if t == "model_call":
+            self.model_calls += 1
+            u = e.get("usage", {})
+            self.input_tokens += int(u.get("input_tokens", 0))
+            self.output_tokens += int(u.get("output_tokens", 0))
+            self.cached_input_tokens += int(u.get("cached_input_tokens", 0))
+            self.dollars += float(e.get("cost_usd", 0.0))
+        elif t == "tool_call":
+            self.tool_calls += 1
+        elif t == "iteration_end":
+            self.iterations += 1
+        # Active time: the time between events of one session (a crash's downtime is not counted).
+        if self._last_ts is not None and t not in ("run_start", "run_resume"):
+            self.active_seconds += max(0.0, e["ts"] - self._last_ts)
+        self._last_ts = e["ts"]
+
+    def tick(self, now: float) -> None:
+        """Count time spent since the last event (between events, e.g. while scoring)."""
+        if self._last_ts is not None:
+            self.active_seconds += max(0.0, now - self._last_ts)
+            self._last_ts = now
+
+    @classmethod
+    def from_events(cls, events: Iterable[dict[str, Any]]) -> Usage:
+        u = cls()
+        for e in events:
+            u.add_event(e)
+        return u
+
+
+class Budget:
+    """The limits of a run, checked against its usage before every model call."""
+
+    def __init__(self, cfg: BudgetConfig, usage: Usage) -> None:
+        self.cfg = cfg
+        self.usage = usage
+
+    def check(self, *, iteration_tool_calls: int = 0) -> None:
+        """Raise :class:`BudgetExhausted` if any run-wide limit is reached."""
+        c, u = self.cfg, self.usage
+        limits: list[tuple[str, float | None, float]] = [
+            ("max_iterations", c.max_iterations, u.iterations),
+            ("max_tool_calls", c.max_tool_calls, u.tool_calls),
+            ("max_model_calls", c.max_model_calls, u.model_calls),
+            ("max_tokens", c.max_tokens, u.tokens),
+            ("max_dollars", c.max_dollars, u.dollars),
+            ("max_hours", c.max_hours, u.hours),
+        ]
+        for name, limit, used in limits:
+            if limit is not None and used >= limit:
+                raise BudgetExhausted(f"{name}: {used:g} of {limit:g} used")
+
+    def iteration_cap_reached(self, iteration_tool_calls: int) -> bool:
+        cap = self.cfg.max_tool_calls_per_iteration
+        return cap is not None and iteration_tool_calls >= cap
