@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.sandbox.base import SandboxConfig
 
-
 M = TypeVar("M", bound=BaseModel)
 
 
