@@ -73,6 +73,8 @@ class Episode:
                 result = run_tool(self.tools, self.sandbox, call.name, call.arguments)
                 self.tool_calls += 1
                 shown, full_path = self._cut(result.text, call.id)
+                if result.exec is not None and result.exec.full_output_path:
+                    full_path = result.exec.full_output_path  # the sandbox kept the uncut streams
                 event = self.ledger.append("tool_call", iteration=self.n, attempt=self.attempt, turn=turn,
                                            call_id=call.id, name=call.name, arguments=call.arguments,
                                            is_error=result.is_error, output=shown, full_output=full_path,

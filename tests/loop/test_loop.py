@@ -1,0 +1,99 @@
+import json
+
+from harness.ledger import Ledger
+from harness.models.scripted import ScriptedModel
+from harness.run import Run
+from tests.loop.support import factories, ledger_digest, make_config, tree_of
+
+
+def test_a_run_iterates_submits_scores_and_ends_when_the_script_does(tmp_path):
+    cfg = make_config(tmp_path, episodes=4)
+    run = Run.create(cfg, tmp_path / "run", **factories())
+    summary = run.execute()
+    assert summary.end_reason == "the model stopped" and summary.iterations == 4
+    d = ledger_digest(run.dir)
+    assert [s[0] for s in d["submissions"]] == [1, 2, 3, 4]
+    assert d["iteration_ends"] == [1, 2, 3, 4]
+    assert (run.dir / "iterations" / "0002" / "diff.patch").read_text().count("version 2") >= 1
+    assert json.loads((run.dir / "iterations" / "0003" / "score.json").read_text())["status"] in ("valid", "invalid")
+    state = json.loads((run.dir / "state.json").read_text())
+    assert state["iterations"] == 4 and state["usage"]["tool_calls"] == 16
+    # every iteration's tree is what its episode wrote
+    assert tree_of(run.dir, "sub-0001") != tree_of(run.dir, "sub-0002")
+    notes = (run.dir / "workspace" / "NOTES.md").read_text()
+    assert [ln for ln in notes.splitlines() if ln.startswith("iteration ")] == [f"iteration {i}" for i in range(1, 5)]
+    # config saved without secrets, events parse, the price snapshot is present
+    assert "api_key" not in (run.dir / "config.yaml").read_text().replace("api_key_env", "")
+    events = list(Ledger(run.dir).events())
+    assert events[0]["type"] == "run_start" and events[-1]["type"] == "run_end"
+
+
+def test_budget_on_iterations_ends_the_run(tmp_path):
+    run = Run.create(make_config(tmp_path, episodes=6, **{"budget.max_iterations": 2}), tmp_path / "r", **factories())
+    s = run.execute()
+    assert s.iterations == 2 and s.end_reason == "max_iterations: 2 of 2 used"
+
+
+def test_per_iteration_tool_cap_submits_what_is_there(tmp_path):
+    cfg = make_config(tmp_path, episodes=2, **{"budget.max_tool_calls_per_iteration": 2})
+    run = Run.create(cfg, tmp_path / "r", **factories())
+    run.execute()
+    subs = list(Ledger(run.dir).events("submission"))
+    assert [s["reason"] for s in subs] == ["tool_cap", "tool_cap"]
+
+
+def test_tool_call_budget_mid_episode_still_scores_the_work(tmp_path):
+    run = Run.create(make_config(tmp_path, episodes=3, **{"budget.max_tool_calls": 6}), tmp_path / "r", **factories())
+    s = run.execute()
+    assert s.end_reason == "max_tool_calls: 6 of 6 used"
+    assert [e["reason"] for e in Ledger(run.dir).events("submission")] == ["submitted", "budget"]
+
+
+def test_stuck_detector_and_readable_tool_errors(tmp_path):
+    cfg = make_config(tmp_path, episodes=1, **{"agent.stuck_repeats": 3})
+    steps = [{"name": "bash", "arguments": {"command": "echo same"}}] * 5
+    bad = [{"name": "nosuchtool", "arguments": {}}, {"name": "write_file", "arguments": {"path": "x"}}]
+    model = ScriptedModel([bad + steps])
+    run = Run.create(cfg, tmp_path / "r", model=model, **factories())
+    run.execute()
+    led = Ledger(run.dir)
+    tools = list(led.events("tool_call"))
+    assert "unknown tool 'nosuchtool'" in tools[0]["output"] and tools[0]["is_error"]
+    assert "missing required argument(s): content" in tools[1]["output"]
+    assert [e["reason"] for e in led.events("iteration_end")] == ["stuck"]
+    assert len(tools) == 5  # two errors, then three identical calls
+
+
+def test_long_output_is_cut_for_the_model_and_kept_in_full(tmp_path):
+    cfg = make_config(tmp_path, episodes=1, **{"agent.tool_output_head_chars": 100,
+                                               "agent.tool_output_tail_chars": 100})
+    model = ScriptedModel([[{"name": "bash", "arguments": {"command": "seq 1 2000"}},
+                            {"name": "submit", "arguments": {"message": "x"}}]])
+    run = Run.create(cfg, tmp_path / "r", model=model, **factories())
+    run.execute()
+    call = next(Ledger(run.dir).events("tool_call"))
+    assert "characters cut" in call["output"] and len(call["output"]) < 400
+    full = (run.dir / call["full_output"]).read_text()
+    assert "\n1000\n" in full and full.startswith("1\n")
+
+
+def test_resume_of_a_finished_run_does_nothing(tmp_path):
+    run = Run.create(make_config(tmp_path, episodes=2), tmp_path / "r", **factories())
+    first = run.execute()
+    again = Run.open(tmp_path / "r", **factories()).execute()
+    assert again.iterations == first.iterations == 2
+    assert ledger_digest(tmp_path / "r")["run_end"] == ["the model stopped"]
+
+
+def test_torn_last_line_is_repaired(tmp_path):
+    led = Ledger(tmp_path)
+    led.append("a", x=1)
+    led.append("b", x=2)
+    led.close()
+    with (tmp_path / "events.jsonl").open("ab") as f:
+        f.write(b'{"seq":2,"ts":1,"type":"c","x":')
+    led2 = Ledger(tmp_path)
+    assert led2.repaired_bytes > 0
+    assert [e["type"] for e in led2.events()] == ["a", "b"]
+    led2.append("c", x=3)
+    assert [e["seq"] for e in led2.events()] == [0, 1, 2]
