@@ -36,7 +36,7 @@ def test_killed_and_resumed_run_matches_uninterrupted(kill_at, when, tmp_path, r
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     got = ledger_digest(tmp_path / "run")
     assert got == expected
-    for it, tag, _ in got["submissions"]:
+    for _, tag, _ in got["submissions"]:
         assert tree_of(tmp_path / "run", tag) == tree_of(ref_dir, tag)
     types = [e["type"] for e in Ledger(tmp_path / "run").events()]
     assert types.count("run_resume") == 1 and types[-1] == "run_end"
