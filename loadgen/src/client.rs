@@ -1,11 +1,16 @@
 //! One keep-alive HTTP/1.1 connection to the server under test (hyper's low-level client
 //! connection over a TcpStream: no pool, no retries, nothing hidden).
+//!
+//! The connection is driven inside the task that uses it rather than in a spawned task:
+//! one task per worker saves the cross-task wake-ups of every request.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -16,7 +21,40 @@ use crate::validate::{ErrorKind, Failure};
 pub struct Client {
     addr: SocketAddr,
     host: HeaderValue,
-    sender: Option<SendRequest<Full<Bytes>>>,
+    conn: Option<Conn>,
+}
+
+type Sender = SendRequest<Full<Bytes>>;
+type Driver = Connection<TokioIo<TcpStream>, Full<Bytes>>;
+
+struct Conn {
+    sender: Sender,
+    /// The connection's I/O state machine; None once it has finished (the server closed).
+    driver: Option<Pin<Box<Driver>>>,
+}
+
+impl Conn {
+    /// Runs `f(sender)` to completion while driving the connection in this task. A finished
+    /// connection is dropped at once, which closes its channels, so that a future still
+    /// waiting on it resolves with an error instead of hanging.
+    async fn drive<'a, F, Fut>(&'a mut self, f: F) -> Fut::Output
+    where
+        F: FnOnce(&'a mut Sender) -> Fut,
+        Fut: Future + 'a,
+    {
+        let driver = &mut self.driver;
+        let mut fut = std::pin::pin!(f(&mut self.sender));
+        std::future::poll_fn(|cx| {
+            if driver
+                .as_mut()
+                .is_some_and(|d| d.as_mut().poll(cx).is_ready())
+            {
+                *driver = None;
+            }
+            fut.as_mut().poll(cx)
+        })
+        .await
+    }
 }
 
 impl Client {
@@ -26,7 +64,7 @@ impl Client {
         Self {
             addr,
             host,
-            sender: None,
+            conn: None,
         }
     }
 
@@ -36,38 +74,37 @@ impl Client {
 
     /// Opens a fresh connection, replacing the current one.
     pub async fn connect(&mut self) -> std::io::Result<()> {
-        self.sender = None;
+        self.conn = None;
         let stream = TcpStream::connect(self.addr).await?;
         stream.set_nodelay(true)?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(std::io::Error::other)?;
-        // The connection task drives the socket; it ends when the sender is dropped or the
-        // server closes the connection (then `ready` fails and the caller reconnects).
-        tokio::spawn(async move {
-            let _ = conn.await;
+        self.conn = Some(Conn {
+            sender,
+            driver: Some(Box::pin(driver)),
         });
-        self.sender = Some(sender);
         Ok(())
     }
 
     pub fn disconnect(&mut self) {
-        self.sender = None;
+        self.conn = None;
     }
 
     /// True when the current connection can take a request; false when there is none or the
     /// server has closed it.
     pub async fn ready(&mut self) -> bool {
-        match self.sender.as_mut() {
-            Some(sender) if !sender.is_closed() => {
-                if sender.ready().await.is_ok() {
-                    return true;
-                }
-                self.sender = None;
-                false
-            }
-            _ => false,
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
+        if conn.driver.is_some()
+            && !conn.sender.is_closed()
+            && conn.drive(|s| s.ready()).await.is_ok()
+        {
+            return true;
         }
+        self.conn = None;
+        false
     }
 
     /// POSTs a JSON body on the current connection (call `ready`/`connect` first) and reads
@@ -81,63 +118,63 @@ impl Client {
         max_body: usize,
         buf: &mut Vec<u8>,
     ) -> Result<StatusCode, Failure> {
-        let result = self.post_inner(path, body, max_body, buf).await;
+        let host = self.host.clone();
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(Failure::new(ErrorKind::Io, "not connected"));
+        };
+        let result = conn
+            .drive(|sender| exchange(sender, host, path, body, max_body, buf))
+            .await;
         if result.is_err() {
-            self.sender = None;
+            self.conn = None;
         }
         result
     }
+}
 
-    async fn post_inner(
-        &mut self,
-        path: &'static str,
-        body: Bytes,
-        max_body: usize,
-        buf: &mut Vec<u8>,
-    ) -> Result<StatusCode, Failure> {
-        let sender = self
-            .sender
-            .as_mut()
-            .ok_or_else(|| Failure::new(ErrorKind::Io, "not connected"))?;
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(path)
-            .header(HOST, self.host.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(Full::new(body))
-            .expect("static request parts are valid");
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| io_failure("request", &e))?;
-        let status = response.status();
-        // Compared only, never used to size a buffer.
-        let declared = response
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > max_body as u64) {
-            let detail = format!(
-                "Content-Length {} exceeds the limit of {max_body} bytes",
-                declared.unwrap_or(0)
-            );
-            return Err(Failure::new(ErrorKind::BodyTooLarge, detail));
-        }
-        buf.clear();
-        let mut body = response.into_body();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| io_failure("response body", &e))?;
-            if let Some(data) = frame.data_ref() {
-                if buf.len() + data.len() > max_body {
-                    let detail = format!("response body exceeds the limit of {max_body} bytes");
-                    return Err(Failure::new(ErrorKind::BodyTooLarge, detail));
-                }
-                buf.extend_from_slice(data);
-            }
-        }
-        Ok(status)
+async fn exchange(
+    sender: &mut Sender,
+    host: HeaderValue,
+    path: &'static str,
+    body: Bytes,
+    max_body: usize,
+    buf: &mut Vec<u8>,
+) -> Result<StatusCode, Failure> {
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(HOST, host)
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .body(Full::new(body))
+        .expect("static request parts are valid");
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| io_failure("request", &e))?;
+    let status = response.status();
+    // Compared only, never used to size a buffer.
+    let declared = response
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared.filter(|&len| len > max_body as u64) {
+        let detail = format!("Content-Length {len} exceeds the limit of {max_body} bytes");
+        return Err(Failure::new(ErrorKind::BodyTooLarge, detail));
     }
+    buf.clear();
+    let mut body = response.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| io_failure("response body", &e))?;
+        if let Some(data) = frame.data_ref() {
+            if buf.len() + data.len() > max_body {
+                let detail = format!("response body exceeds the limit of {max_body} bytes");
+                return Err(Failure::new(ErrorKind::BodyTooLarge, detail));
+            }
+            buf.extend_from_slice(data);
+        }
+    }
+    Ok(status)
 }
 
 /// An `io` failure with the error's whole source chain (hyper's own message is terse).

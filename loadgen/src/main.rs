@@ -83,6 +83,8 @@ struct QueryArgs {
     warmup_count: usize,
     #[arg(long, default_value_t = 1)]
     warmup_concurrency: usize,
+    /// Bounds the warm-up; a warm-up request may take up to the rest of it (a lazy index
+    /// build), not just --request-timeout-s.
     #[arg(long, default_value_t = 300.0)]
     warmup_time_limit_s: f64,
     /// Returned ids, little-endian i64, shape (passes, queries, top_k), -1 where missing.

@@ -156,8 +156,15 @@ struct RunState {
 
 impl RunState {
     fn mark_alive(&self) {
-        self.last_alive_ms
-            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.mark_alive_at(Instant::now());
+    }
+
+    fn mark_alive_at(&self, at: Instant) {
+        let ms = at.saturating_duration_since(self.epoch).as_millis() as u64;
+        // Millisecond resolution: most calls see no change and write nothing.
+        if ms > self.last_alive_ms.load(Ordering::Relaxed) {
+            self.last_alive_ms.store(ms, Ordering::Relaxed);
+        }
     }
 
     fn since_alive(&self) -> Duration {
@@ -417,11 +424,19 @@ async fn worker(ctx: Arc<PhaseCtx>, mut client: Client) -> (Tally, Client) {
             ctx.bodies[query as usize].clone(),
             &mut buf,
         );
-        let outcome = match tokio::time::timeout(settings.request_timeout, attempt).await {
+        // A warm-up request may take up to the rest of the warm-up: it is there to absorb a
+        // lazy index build, which can take far longer than one query may in a pass.
+        let mut limit = settings.request_timeout;
+        if ctx.pass < 0 {
+            if let Some(deadline) = ctx.deadline {
+                limit = limit.max(deadline.saturating_duration_since(Instant::now()));
+            }
+        }
+        let outcome = match tokio::time::timeout(limit, attempt).await {
             Ok(outcome) => outcome,
             Err(_) => {
                 client.disconnect();
-                let detail = format!("no complete response within {:?}", settings.request_timeout);
+                let detail = format!("no complete response within {limit:?}");
                 Err(Failure::new(ErrorKind::Timeout, detail))
             }
         };
@@ -430,7 +445,7 @@ async fn worker(ctx: Arc<PhaseCtx>, mut client: Client) -> (Tally, Client) {
         let failure = match outcome {
             Err(failure) => Some(failure),
             Ok(sent_at) => {
-                ctx.run.mark_alive();
+                ctx.run.mark_alive_at(done);
                 let checked = check_search(&buf, settings.top_k, settings.max_id);
                 if let (Some(hits), Ok(pass)) = (&checked.hits, usize::try_from(ctx.pass)) {
                     ctx.run

@@ -324,20 +324,35 @@ fn exit_note(server: &mut Server) -> String {
     }
 }
 
+/// The informative end of the server's log: from its last panic message when there is one
+/// (a backtrace after it would push it out of a plain tail), else the last lines.
 fn log_tail(log: &Path) -> String {
-    let mut text = String::new();
+    const MAX: usize = 2000;
+    let mut bytes = Vec::new();
     if let Ok(mut file) = File::open(log) {
         let len = file.metadata().map_or(0, |m| m.len());
-        let _ = file.seek(SeekFrom::Start(len.saturating_sub(2000)));
-        let _ = file.read_to_string(&mut text);
+        // A log can be large: read at most its last 256 KiB.
+        let _ = file.seek(SeekFrom::Start(len.saturating_sub(256 << 10)));
+        let _ = file.read_to_end(&mut bytes);
     }
-    if text.trim().is_empty() {
+    let text = String::from_utf8_lossy(&bytes);
+    let start = match text.rfind("panicked at") {
+        Some(at) => text[..at].rfind('\n').map_or(0, |nl| nl + 1),
+        None => text.len().saturating_sub(MAX),
+    };
+    let excerpt: String = text
+        .get(start..)
+        .unwrap_or(&text)
+        .chars()
+        .take(MAX)
+        .collect();
+    if excerpt.trim().is_empty() {
         String::new()
     } else {
         format!(
-            "\n--- end of the server's log ({}) ---\n{}",
+            "\n--- server log ({}) ---\n{}",
             log.display(),
-            text.trim_end()
+            excerpt.trim_end()
         )
     }
 }
