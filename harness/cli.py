@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from harness.analysis.cli import report, runs
 from harness.config import ConfigError, config_to_yaml, load_config
 from harness.console import emit_json, fail
 from harness.datasets.cli import app as datasets_app
@@ -26,6 +27,8 @@ app.command("score")(score)
 app.command("run")(run)
 app.command("resume")(resume)
 app.command("demo")(demo)
+app.command("report")(report)
+app.command("runs")(runs)
 
 Sets = Annotated[
     list[str] | None,

@@ -47,12 +47,19 @@ class Progress:
 
 
 def _summary_out(summary: object, json: bool) -> None:
+    from harness.analysis.report import write_report
+    from harness.analysis.staircase import load_staircase
+
     data = dataclasses.asdict(summary)  # type: ignore[call-overload]
+    run_dir = Path(data["run_dir"])
+    png, page = write_report(load_staircase(run_dir), "iterations", run_dir)
+    data["staircase_png"], data["report_html"] = str(png), str(page)
     if json:
         emit_json(data)
     else:
         err.print(f"[bold]run ended[/]: {data['end_reason']}; {data['iterations']} iterations; best valid QPS "
                   f"{data['best_valid_qps']} (iteration {data['best_iteration']}); run directory {data['run_dir']}")
+        log(f"staircase plot: {png}\nreport:         {page}")
 
 
 def run(

@@ -1,0 +1,47 @@
+import json
+
+from typer.testing import CliRunner
+
+from harness.analysis.staircase import Point, find_transitions, load_staircase
+from harness.cli import app
+from harness.run import Run
+from tests.loop.support import factories, make_config
+
+
+def _pt(i, qps, valid=True):
+    return Point(iteration=i, status="valid" if valid else "invalid", valid=valid, qps=qps, recall=0.99,
+                 qps_spread=1.02, message=f"m{i}", best_so_far=None, at={"iterations": i})
+
+
+def test_transitions_are_jumps_beyond_the_threshold_after_plateaus():
+    qps = [100, 102, 101, 300, 305, 290, 900, 910]
+    points = []
+    best = None
+    for i, q in enumerate(qps, 1):
+        p = _pt(i, q, valid=(i != 6))
+        if p.valid:
+            best = max(best or 0, q)
+        p.best_so_far = best
+        points.append(p)
+    ts = find_transitions(points, 0.1)
+    assert [t.iteration for t in ts] == [1, 4, 7]
+    assert ts[1].plateau_iterations == 2 and ts[1].from_qps == 102 and ts[1].ratio == round(300 / 102, 3)
+
+
+def test_report_and_runs_commands(tmp_path):
+    run = Run.create(make_config(tmp_path, episodes=3), tmp_path / "runs" / "r1", **factories())
+    run.execute()
+    sc = load_staircase(run.dir)
+    assert len(sc.points) == 3 and sc.end_reason == "the model stopped"
+    assert sc.points[-1].at["tool_calls"] == 12
+    res = CliRunner().invoke(app, ["report", str(run.dir), "--axis", "tool_calls", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    png = run.dir / "staircase-tool_calls.png"
+    assert out["png"] == str(png) and png.read_bytes()[:4] == b"\x89PNG"
+    page = (run.dir / "report.html").read_text()
+    assert "data:image/png;base64," in page and "version 3" in page
+    listing = json.loads(CliRunner().invoke(app, ["runs", str(tmp_path / "runs"), "--json"]).stdout)
+    assert listing[0]["run"] == "r1" and listing[0]["iterations"] == 3
+    bad = CliRunner().invoke(app, ["report", str(run.dir), "--axis", "parsecs"])
+    assert bad.exit_code == 2 and "--axis must be one of" in bad.output
