@@ -36,7 +36,7 @@ EXPECTED = {
 def docker_scorer(small_dataset, sandbox_image):
     from harness.scorer.docker_runner import DockerRunner
 
-    cfg = quick_scorer_config(image=sandbox_image.tag, passes=3)
+    cfg = quick_scorer_config(image=sandbox_image, passes=3)
     return Scorer(cfg, small_dataset, DockerRunner(cfg))
 
 
