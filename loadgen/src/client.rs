@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST};
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -140,13 +140,13 @@ async fn exchange(
     max_body: usize,
     buf: &mut Vec<u8>,
 ) -> Result<StatusCode, Failure> {
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri(path)
-        .header(HOST, host)
-        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-        .body(Full::new(body))
-        .expect("static request parts are valid");
+    // Assembled directly: the builder would parse the path and check every header again.
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = Uri::from_static(path);
+    let headers = request.headers_mut();
+    headers.insert(HOST, host);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let response = sender
         .send_request(request)
         .await
