@@ -1,0 +1,63 @@
+"""Commands and files through DockerSandbox (real engine)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from harness.sandbox import DockerSandbox, FileTooLarge, Sandbox, SandboxConfig, SandboxError
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def sandbox(sandbox_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerSandbox]:
+    workspace = tmp_path_factory.mktemp("workspace")
+    config = SandboxConfig(image=sandbox_image, file_cap_bytes=1024 * 1024)
+    with DockerSandbox.start(workspace, config) as sb:
+        yield sb
+
+
+def test_fits_the_protocol(sandbox: DockerSandbox) -> None:
+    assert isinstance(sandbox, Sandbox)
+
+
+def test_exit_code_streams_and_workdir(sandbox: DockerSandbox) -> None:
+    sandbox.exec("mkdir -p sub")
+    r = sandbox.exec("pwd; echo oops >&2; exit 7", workdir="/workspace/sub")
+    assert (r.exit_code, r.stdout, r.stderr, r.timed_out) == (7, "/workspace/sub\n", "oops\n", False)
+    assert sandbox.exec("pwd").stdout == "/workspace\n"
+
+
+def test_login_shell_has_the_toolchain_on_path(sandbox: DockerSandbox) -> None:
+    r = sandbox.exec("cargo --version && rustc --version && gcc --version | head -1")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.startswith("cargo 1.") and "rustc 1." in r.stdout
+
+
+def test_file_roundtrip_with_unicode_and_nested_dirs(sandbox: DockerSandbox) -> None:
+    text = 'fn main() { println!("héllo ✓"); }\n' * 100
+    sandbox.write_file("src/deep/dir/main.rs", text)
+    assert sandbox.read_file("src/deep/dir/main.rs") == text
+    assert sandbox.read_file("/workspace/src/deep/dir/main.rs") == text
+    assert sandbox.exec("stat -c %U src/deep/dir/main.rs").stdout.strip() == "agent"
+
+
+def test_file_size_caps(sandbox: DockerSandbox) -> None:
+    with pytest.raises(FileTooLarge):
+        sandbox.write_file("big.txt", "x" * (1024 * 1024 + 1))
+    sandbox.exec("head -c 2000000 /dev/zero > big.bin")
+    with pytest.raises(FileTooLarge):
+        sandbox.read_file("big.bin")
+    with pytest.raises(SandboxError):
+        sandbox.read_file("missing.txt")
+    with pytest.raises(SandboxError):
+        sandbox.write_file("/etc/passwd", "nope")
+
+
+def test_background_server_started_with_nohup_survives(sandbox: DockerSandbox) -> None:
+    r = sandbox.exec("nohup sleep 1239 > /tmp/bg.log 2>&1 & echo started", timeout_s=10)
+    assert r.exit_code == 0 and r.duration_s < 2
+    assert sandbox.exec("pgrep -fc 'sleep 123[9]'").stdout.strip() == "1"
+    sandbox.exec("pkill -f 'sleep 123[9]'")
