@@ -81,3 +81,50 @@ def runs(
                   f"{r['tokens']:,.0f}", f"{r['dollars']:.2f}", f"{r['hours']:.2f}",
                   f"{r['best_valid_qps']:,.0f}" if r["best_valid_qps"] else "-")
     err.print(t)
+
+
+def compare_cmd(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories to compare.")],
+    budget: Annotated[str | None, typer.Option(help="AXIS=VALUE, e.g. iterations=50, tool_calls=500, "
+                                                    "tokens=2e6, dollars=20, hours=4. Default: no cut.")] = None,
+    threshold: Annotated[float | None, typer.Option(help="QPS level for 'first iteration reaching'.")] = None,
+    out: Annotated[Path, typer.Option(help="Where to write the overlay plot.")] = Path("compare.png"),
+    json: Json = False,
+) -> None:
+    """Compare runs cut at the same budget: best valid QPS, area under the staircase, invalid count, cost."""
+    from harness.analysis.compare import compare, plot_overlay
+
+    axis, value = "iterations", None
+    if budget:
+        axis, _, raw = budget.partition("=")
+        if axis not in AXES or not raw:
+            fail(f"--budget must be AXIS=VALUE with AXIS one of {', '.join(AXES)}, not {budget!r}")
+        try:
+            value = float(raw)
+        except ValueError:
+            fail(f"--budget {budget!r}: {raw!r} is not a number")
+    for d in run_dirs:
+        if not (d / "events.jsonl").is_file():
+            fail(f"{d}: not a run directory (no events.jsonl)")
+    stairs = [load_staircase(d) for d in run_dirs]
+    result = compare(stairs, axis, value, threshold)
+    png = plot_overlay(stairs, axis, value, out)
+    if json:
+        emit_json(result.model_dump(mode="json") | {"png": str(png)})
+        return
+    for w in result.warnings:
+        err.print(f"[yellow]warning:[/] {w}")
+    t = Table("run", "model", "points", "best valid QPS", "mean level", "first >= thr", "invalid", "tokens", "$",
+              title=f"cut at {axis} = {value:g}" if value is not None else "whole runs")
+    for r in result.runs:
+        t.add_row(Path(r.run).name, r.model, str(r.points), f"{r.best_valid_qps:,.0f}" if r.best_valid_qps else "-",
+                  f"{r.area:,.0f}", str(r.first_reaching or "-"), str(r.invalid), f"{r.tokens:,.0f}",
+                  f"{r.dollars:.2f}")
+    err.print(t)
+    if any(m.runs > 1 for m in result.models):
+        m = Table("model", "runs", "best QPS mean", "spread (sd)", title="by model")
+        for s in result.models:
+            m.add_row(s.model, str(s.runs), f"{s.best_valid_qps_mean or 0:,.0f}",
+                      f"{s.best_valid_qps_spread:,.0f}" if s.best_valid_qps_spread else "-")
+        err.print(m)
+    log(f"overlay plot: {png}")

@@ -45,3 +45,24 @@ def test_report_and_runs_commands(tmp_path):
     assert listing[0]["run"] == "r1" and listing[0]["iterations"] == 3
     bad = CliRunner().invoke(app, ["report", str(run.dir), "--axis", "parsecs"])
     assert bad.exit_code == 2 and "--axis must be one of" in bad.output
+
+
+def test_compare_cuts_runs_at_the_same_budget(tmp_path):
+    a = Run.create(make_config(tmp_path / "a", episodes=4), tmp_path / "runs" / "a", **factories())
+    a.execute()
+    b = Run.create(make_config(tmp_path / "b", episodes=2), tmp_path / "runs" / "b", **factories())
+    b.execute()
+    res = CliRunner().invoke(app, ["compare", str(a.dir), str(b.dir), "--budget", "tool_calls=8", "--json",
+                                   "--out", str(tmp_path / "cmp.png")])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert [r["points"] for r in out["runs"]] == [2, 2]  # 4 tool calls per iteration
+    # the same script and a scorer that depends only on the tree: the same staircase up to the cut
+    assert out["runs"][0]["best_valid_qps"] == out["runs"][1]["best_valid_qps"]
+    assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
+    assert out["models"][0]["runs"] == 2  # same (scripted) model: mean and spread over the two runs
+    whole = json.loads(CliRunner().invoke(app, ["compare", str(a.dir), str(b.dir), "--json", "--out",
+                                                 str(tmp_path / "c2.png")]).stdout)
+    assert [r["points"] for r in whole["runs"]] == [4, 2]
+    bad = CliRunner().invoke(app, ["compare", str(a.dir), "--budget", "parsecs=3"])
+    assert bad.exit_code == 2
