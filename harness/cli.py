@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from harness.analysis.cli import compare_cmd, report, runs
+from harness.analysis.replay import replay
 from harness.config import ConfigError, config_to_yaml, load_config
 from harness.console import emit_json, fail
 from harness.datasets.cli import app as datasets_app
@@ -30,6 +31,7 @@ app.command("demo")(demo)
 app.command("report")(report)
 app.command("runs")(runs)
 app.command("compare")(compare_cmd)
+app.command("replay")(replay)
 
 Sets = Annotated[
     list[str] | None,

@@ -66,3 +66,18 @@ def test_compare_cuts_runs_at_the_same_budget(tmp_path):
     assert [r["points"] for r in whole["runs"]] == [4, 2]
     bad = CliRunner().invoke(app, ["compare", str(a.dir), "--budget", "parsecs=3"])
     assert bad.exit_code == 2
+
+
+def test_replay_shows_and_redrives_an_iteration_to_the_same_tree(tmp_path):
+    run = Run.create(make_config(tmp_path, episodes=3), tmp_path / "runs" / "r", **factories())
+    run.execute()
+    res = CliRunner().invoke(app, ["replay", str(run.dir), "--iteration", "2", "--redrive", "--sandbox", "local",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["iteration"] == 2 and out["redrive"]["identical"] is True
+    assert out["redrive"]["end"] == "submitted"
+    shown = CliRunner().invoke(app, ["replay", str(run.dir), "--iteration", "3"])
+    assert shown.exit_code == 0 and "write_file" in shown.output and "version 3" in shown.output
+    missing = CliRunner().invoke(app, ["replay", str(run.dir), "--iteration", "9"])
+    assert missing.exit_code == 2 and "has no score" in missing.output
