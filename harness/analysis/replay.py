@@ -94,7 +94,7 @@ def redrive(run_dir: Path, n: int, start_ref: str, sandbox: str) -> dict[str, An
         model = ReplayModel(run_dir)
         model.begin_episode(n)
         ledger = Ledger(scratch / "ledger")
-        unlimited = cfg.budget.model_copy(update={k: None for k in cfg.budget.model_fields})
+        unlimited = cfg.budget.model_copy(update={k: None for k in type(cfg.budget).model_fields})
         try:
             end = Episode(n, model, sb, long_horizon_tools(cfg.agent.command_timeout_s), ledger,
                           Budget(unlimited, Usage()), cfg.agent, cfg.model.context_window).run(SYSTEM, "", "")
