@@ -13,6 +13,7 @@ from harness.config import ConfigError, config_to_yaml, load_config
 from harness.console import emit_json, fail
 from harness.datasets.cli import app as datasets_app
 from harness.run_cli import demo, resume, run
+from harness.sandbox.cli import app as sandbox_app
 from harness.scorer.cli import score
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect run configurations.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(sandbox_app, name="sandbox")
 app.command("score")(score)
 app.command("run")(run)
 app.command("resume")(resume)
@@ -55,18 +57,6 @@ def config_show(
         emit_json(cfg)
     else:
         typer.echo(config_to_yaml(cfg), nl=False)
-
-
-def _mount_optional() -> None:
-    """Mount sub-apps whose modules exist in this version of the package."""
-    try:
-        from harness.sandbox.cli import app as sandbox_app
-    except ImportError:
-        return
-    app.add_typer(sandbox_app, name="sandbox")
-
-
-_mount_optional()
 
 
 def main() -> None:
