@@ -66,6 +66,9 @@ class Run:
         self._scorer_factory = scorer_factory or _docker_scorer
         self.sandbox: Sandbox | None = None
         self.scorer: Scorer | None = None
+        self._history: list[dict[str, Any]] | None = None
+        self._last_score: dict[str, Any] | None = None
+        self._messages: dict[int, str] = {}  # submission messages of this process, by iteration
 
     # -- creating and opening ----------------------------------------------------------------------
 
@@ -154,6 +157,7 @@ class Run:
 
     def _submit(self, n: int, message: str, start_ref: str, reason: str) -> None:
         commit = self.workspace.commit_submission(n, message)
+        self._messages[n] = message
         tag = submission_tag(n)
         files, added, removed = self.workspace.diff_stat(start_ref, tag)
         (self.ledger.iteration_dir(n) / "diff.patch").write_text(self.workspace.diff(start_ref, tag))
@@ -167,7 +171,12 @@ class Run:
             score = self.scorer.score(tree)
         self.usage.tick(time.time())
         write_json_atomic(self.ledger.iteration_dir(n) / "score.json", score.model_dump(mode="json"))
-        self.ledger.append("score", iteration=n, score=score)
+        event = self.ledger.append("score", iteration=n, score=score)
+        if self._history is not None:
+            message = self._messages.get(n) or next(
+                (e["message"] for e in self.ledger.events("submission") if e["iteration"] == n), "")
+            self._history.append(self._row(event, message))
+            self._last_score = event["score"]
         qps = f"{score.qps:,.0f} QPS" if score.qps is not None else "-"
         self.log(f"iteration {n}: {score.status.value} {qps} recall {score.recall}: {score.reason}")
         return score
@@ -240,17 +249,24 @@ class Run:
                                 read_notes(self.workspace.path, self.cfg.agent.notes_file), self.cfg.agent.notes_file)
 
     def history(self) -> list[dict[str, Any]]:
-        messages = {e["iteration"]: e["message"] for e in self.ledger.events("submission")}
-        rows = []
-        for e in self.ledger.events("score"):
-            s = e["score"]
-            rows.append({"iteration": e["iteration"], "status": s["status"], "qps": s.get("qps"),
-                         "recall": s.get("recall"), "message": messages.get(e["iteration"], "")})
-        return rows
+        """Every scored submission: iteration, status, QPS, recall, message (read from the ledger once,
+        then kept up to date as scores are appended)."""
+        if self._history is None:
+            messages = {e["iteration"]: e["message"] for e in self.ledger.events("submission")}
+            self._history = [self._row(e, messages.get(e["iteration"], "")) for e in self.ledger.events("score")]
+            scores = list(self.ledger.events("score"))
+            self._last_score = scores[-1]["score"] if scores else None
+        return self._history
 
     def last_score(self) -> dict[str, Any] | None:
-        scores = list(self.ledger.events("score"))
-        return scores[-1]["score"] if scores else None
+        self.history()
+        return self._last_score
+
+    @staticmethod
+    def _row(score_event: dict[str, Any], message: str) -> dict[str, Any]:
+        s = score_event["score"]
+        return {"iteration": score_event["iteration"], "status": s["status"], "qps": s.get("qps"),
+                "recall": s.get("recall"), "message": message}
 
     # -- the end -----------------------------------------------------------------------------------
 
