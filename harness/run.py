@@ -69,6 +69,14 @@ class Run:
         self._history: list[dict[str, Any]] | None = None
         self._last_score: dict[str, Any] | None = None
         self._messages: dict[int, str] = {}  # submission messages of this process, by iteration
+        # Read once: how often each iteration was started, and the last submission's tag.
+        self._attempts: dict[int, int] = {}
+        self._last_tag = "start"
+        for e in self.ledger.events():
+            if e["type"] == "iteration_start":
+                self._attempts[e["iteration"]] = self._attempts.get(e["iteration"], 0) + 1
+            elif e["type"] == "submission":
+                self._last_tag = e["tag"]
 
     # -- creating and opening ----------------------------------------------------------------------
 
@@ -127,8 +135,9 @@ class Run:
     def iteration(self, n: int) -> EpisodeEnd | None:
         """One iteration; None when the model had nothing more to do (no submission is made)."""
         assert self.sandbox is not None
-        attempt = sum(1 for e in self.ledger.events("iteration_start") if e["iteration"] == n)
-        start_ref = self.workspace.last_submission_ref()
+        attempt = self._attempts.get(n, 0)
+        self._attempts[n] = attempt + 1
+        start_ref = self._last_tag
         if attempt:
             self.workspace.reset_to(start_ref)  # a restarted iteration starts where the last one ended
         claim = getattr(self.sandbox, "claim_workspace", None)
@@ -159,6 +168,7 @@ class Run:
         commit = self.workspace.commit_submission(n, message)
         self._messages[n] = message
         tag = submission_tag(n)
+        self._last_tag = tag
         files, added, removed = self.workspace.diff_stat(start_ref, tag)
         (self.ledger.iteration_dir(n) / "diff.patch").write_text(self.workspace.diff(start_ref, tag))
         self.ledger.append("submission", iteration=n, message=message, commit=commit, tag=tag, reason=reason,
