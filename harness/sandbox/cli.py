@@ -44,7 +44,9 @@ def _summary(build: object, verb: str) -> None:
 @app.command("build")
 def build(
     base: Base = "offline",
-    force: Annotated[bool, typer.Option(help="Rebuild the base and all layers (the rootfs tarball stays cached).")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Rebuild the base and all layers (the rootfs tarball stays cached).")
+    ] = False,
     json: Json = False,
 ) -> None:
     """Build the sandbox image (a lookup when its inputs are unchanged)."""

@@ -278,7 +278,7 @@ class DockerSandbox:
             (err if stream == 2 else out).feed(data)
             full.feed(data, out.truncated or err.truncated)
 
-        argv = ["timeout", f"--kill-after={cfg.kill_grace_s:g}", f"{timeout:g}", "bash", "-lc", command]
+        argv = ["timeout", f"--kill-after={cfg.kill_grace_s:.3f}s", f"{timeout:.3f}s", "bash", "-lc", command]
         started = time.monotonic()
         try:
             exit_code, watchdog_fired = self._run(

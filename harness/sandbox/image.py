@@ -33,11 +33,11 @@ Progress = Callable[[str], None]
 IMAGE_REPO = "staircase-sandbox"
 PULL_BASE = "rust:1.95-slim-bookworm"
 # Bump when this module changes the image in a way its input files do not show.
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 CONTEXT_DIRS = ("sandbox", "skeleton", "loadgen")
-LABEL_HASH = "staircase.inputs-hash"
-LABEL_BASE = "staircase.base"
-LABEL_CRATES = "staircase.vendored-crates"
+# One JSON label (the classic builder turns every label into a step of several seconds):
+# {"inputs_hash", "base", "base_image", "vendored_crates": [[name, [versions], direct], ...]}.
+LABEL = "staircase.sandbox-image"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the classic builder colours a step's stderr
 BUILD_TIMEOUT_S = 3600  # HTTP timeout of the build and import calls (a cold build takes minutes)
 
@@ -97,17 +97,16 @@ def image_tag(repo_root: Path, base: BaseMode = "offline") -> str:
 
 
 def _found(image: docker.models.images.Image, tag: str, seconds: float, cached: bool) -> ImageBuild:
-    labels = image.labels or {}
-    crates = [VendoredCrate(name=n, versions=v, direct=d) for n, v, d in json.loads(labels.get(LABEL_CRATES, "[]"))]
+    meta = json.loads((image.labels or {}).get(LABEL, "{}"))
     return ImageBuild(
         tag=tag,
         image_id=image.id,
         seconds=round(seconds, 2),
         cached=cached,
-        base=labels.get(LABEL_BASE, "offline").split(" ", 1)[0],  # type: ignore[arg-type]
-        base_image=labels.get(LABEL_BASE, " ").split(" ", 1)[1],
+        base=meta.get("base", "offline"),
+        base_image=meta.get("base_image", ""),
         size_bytes=int(image.attrs.get("Size", 0)),
-        vendored_crates=crates,
+        vendored_crates=[VendoredCrate(name=n, versions=v, direct=d) for n, v, d in meta.get("vendored_crates", [])],
     )
 
 
@@ -157,11 +156,13 @@ def build_image(
     else:
         base_image = PULL_BASE
     vendor, crates = ensure_vendor(repo_root, say)
-    labels = {
-        LABEL_HASH: tag.split(":", 1)[1],
-        LABEL_BASE: f"{base} {base_image}",
-        LABEL_CRATES: json.dumps([[c.name, c.versions, c.direct] for c in crates], separators=(",", ":")),
+    meta = {
+        "inputs_hash": tag.split(":", 1)[1],
+        "base": base,
+        "base_image": base_image,
+        "vendored_crates": [[c.name, c.versions, c.direct] for c in crates],
     }
+    labels = {LABEL: json.dumps(meta, separators=(",", ":"))}
     say(f"building {tag} on {base_image}")
     with tempfile.TemporaryDirectory(prefix="context-", dir=cache_dir()) as tmp:
         _assemble_context(repo_root, vendor, format_crate_list(crates), Path(tmp))
