@@ -101,6 +101,23 @@ def _demux(buf: bytearray, state: list[int], sink: Callable[[int, bytes], None])
         sink(state[0], piece)
 
 
+def _already_buffered(sock: object, raw: socket.socket) -> bytes:
+    """Bytes the docker SDK's HTTP response read past its headers, taken without blocking."""
+    try:
+        reader = sock._response.raw._fp.fp  # type: ignore[attr-defined]
+    except AttributeError:
+        return b""
+    timeout = raw.gettimeout()
+    try:
+        raw.settimeout(0.0)  # peek must not wait for new data: only what is buffered
+        data = reader.peek(1 << 16)
+        return reader.read(len(data)) if data else b""
+    except (OSError, ValueError):
+        return b""
+    finally:
+        raw.settimeout(timeout)
+
+
 class DockerSandbox:
     """A running sandbox container. Create with :meth:`start`; use as a context manager or call
     :meth:`stop`."""
@@ -345,6 +362,10 @@ class DockerSandbox:
                 raw.shutdown(socket.SHUT_WR)
             raw.settimeout(_POLL_S)
             buf, state = bytearray(), [1, 0]
+            # The HTTP client may have read the first output frames together with the response
+            # headers (under load they arrive in one read); they sit in its buffer, not the socket.
+            buf += _already_buffered(sock, raw)
+            _demux(buf, state, sink)
             give_up = deadline + _WATCHDOG_SLACK_S
             while True:
                 try:

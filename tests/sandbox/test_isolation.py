@@ -17,7 +17,10 @@ import pytest
 
 from harness.sandbox import DockerSandbox, SandboxConfig, SandboxDied
 
-pytestmark = pytest.mark.docker
+# One run of the whole suite under heavy load saw a fast `docker exec` return its exit code but no
+# output (not reproduced since, idle or loaded: see issue 4's note). Until its cause is pinned down,
+# an exec test that fails is run once more; a real regression fails twice.
+pytestmark = [pytest.mark.docker, pytest.mark.flaky(reruns=1)]
 
 
 @pytest.fixture
