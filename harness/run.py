@@ -115,6 +115,9 @@ class Run:
             return self.summary(ended[-1]["reason"])
         self.sandbox = self._sandbox_factory(self)
         self.scorer = self._scorer_factory(self)
+        # The image carries the skeleton's dependencies pre-built: the agent's first build is short.
+        self.sandbox.exec("command -v staircase-seed-target >/dev/null && staircase-seed-target target || true",
+                          timeout_s=300)
         try:
             self._finish_interrupted()
             while True:

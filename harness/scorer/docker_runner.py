@@ -42,14 +42,14 @@ HARDENING: dict[str, Any] = {
 BUILD_SCRIPT = r"""
 set -u
 mkdir -p /tmp/cargo-home && cp /usr/local/cargo/config.toml /tmp/cargo-home/ 2>/dev/null
-if [ ! -d /target/release ] && [ -d /opt/staircase/target-cache/release ]; then
-  cp -a /opt/staircase/target-cache/. /target/ 2>/dev/null
-fi
+[ -d /target/release ] || staircase-seed-target /target 2>/dev/null || true
 cd /build/src
-cargo build --release --offline --locked > /tmp/build.log 2>&1
+# A lock file written elsewhere may pin versions we do not vendor: move just those entries.
+if [ -f Cargo.lock ] && command -v staircase-relock >/dev/null; then staircase-relock . 2>&1 | tail -n 20; fi
+cargo build --release --offline > /tmp/build.log 2>&1
 rc=$?
-if [ $rc -ne 0 ] && grep -qE "failed to select a version|no matching package|lock file|--locked" /tmp/build.log; then
-  echo "[staircase] Cargo.lock names crates that are not vendored: resolving against the vendored set"
+if [ $rc -ne 0 ] && grep -qE "failed to select a version|no matching package|lock file" /tmp/build.log; then
+  echo "[staircase] Cargo.lock still does not resolve: resolving it afresh against the vendored set"
   rm -f Cargo.lock
   cargo build --release --offline > /tmp/build.log 2>&1
   rc=$?
