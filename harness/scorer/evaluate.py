@@ -121,15 +121,17 @@ def identical_results(ids: np.ndarray, answered: np.ndarray, threshold: float = 
     return []
 
 
-def caching_suspected(pass_qps: list[float], ratio: float = 1.5) -> list[str]:
+def caching_suspected(pass_qps: list[float], ratio: float = 3.0) -> list[str]:
     """Flag a server much faster on repeated queries than on first sight (a cache of answers).
 
     The first pass is the only one in which every hidden query is new (warm-up uses other
-    vectors), so a later pass far faster than the first means the answers were remembered.
+    vectors), so later passes that are all far faster than the first mean the answers were
+    remembered. The bar is high (3x, every later pass) because a loaded machine alone can move
+    QPS between passes by 2x; a real answer cache gains far more (24x in the test suite).
     """
     if len(pass_qps) < 2 or pass_qps[0] <= 0:
         return []
-    later = float(np.median(pass_qps[1:]))
+    later = min(pass_qps[1:])
     if later / pass_qps[0] > ratio:
         return [
             f"repeated queries were answered {later / pass_qps[0]:.1f}x faster than first-seen ones "

@@ -67,6 +67,8 @@ def test_identical_results_and_caching_detectors():
     assert not identical_results(np.arange(1000).reshape(100, 10), np.ones(100, bool))
     assert caching_suspected([500.0, 5000.0, 5200.0])
     assert not caching_suspected([500.0, 520.0, 490.0])
+    assert not caching_suspected([282.0, 537.0]), "2x between passes happens on a loaded machine"
+    assert not caching_suspected([100.0, 5000.0, 250.0]), "every later pass must be faster"
 
 
 def test_classify_distances_nothing_to_compare():
