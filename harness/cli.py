@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from harness.analysis.cli import compare_cmd, report, runs
+from harness.analysis.kcores_import import import_kcores
 from harness.analysis.replay import replay
 from harness.config import ConfigError, config_to_yaml, load_config
 from harness.console import emit_json, fail
@@ -34,6 +35,9 @@ app.command("report")(report)
 app.command("runs")(runs)
 app.command("compare")(compare_cmd)
 app.command("replay")(replay)
+import_app = typer.Typer(help="Bring runs from elsewhere.", no_args_is_help=True)
+import_app.command("kcores")(import_kcores)
+app.add_typer(import_app, name="import")
 
 Sets = Annotated[
     list[str] | None,

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -81,3 +82,48 @@ def test_replay_shows_and_redrives_an_iteration_to_the_same_tree(tmp_path):
     assert shown.exit_code == 0 and "write_file" in shown.output and "version 3" in shown.output
     missing = CliRunner().invoke(app, ["replay", str(run.dir), "--iteration", "9"])
     assert missing.exit_code == 2 and "has no score" in missing.output
+
+
+def _kcores_entry(root):
+    entry = root / "gemini-3-pro-preview-turn-1"
+    (entry / "benchmarks").mkdir(parents=True)
+    lines = [{"event": "session_start", "model": "google/gemini-3-pro-preview",
+              "timestamp": "2026-02-19T19:07:42.100114355+00:00"}]
+    qps = [(15.76, 0.9994, True), (27.289, 0.9994, True), (400.0, 0.93, False), (349.5, 0.96, True)]
+    for i, (q, r, ok) in enumerate(qps, 1):
+        tool = "finish" if i == len(qps) else "run_benchmark"
+        lines += [{"event": "tool_call", "index": 2 * i - 1, "tool": "write_file", "arguments": "{}",
+                   "timestamp": f"2026-02-19T19:{10 + i:02d}:00Z"},
+                  {"event": "tool_call", "index": 2 * i, "tool": tool, "arguments": "{}",
+                   "timestamp": f"2026-02-19T19:{10 + i:02d}:30Z"},
+                  {"event": "tool_result", "index": 2 * i, "tool": tool, "result": {},
+                   "timestamp": f"2026-02-19T19:{11 + i:02d}:00Z"}]
+        (entry / "benchmarks" / f"benchmark_{i:03d}.json").write_text(json.dumps(
+            {"qps": q, "total_queries": 1000, "recall": r, "recall_threshold": 0.95, "recall_passed": ok,
+             "p50_latency_ms": 1.0, "p95_latency_ms": 2.0, "p99_latency_ms": 3.0, "concurrency": 4}))
+    lines.append({"event": "session_end", "tool_calls_used": 8, "tool_calls_total": 50, "reason": "finish_called",
+                  "timestamp": "2026-02-19T19:20:00Z"})
+    (entry / "agent_log.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    return entry
+
+
+def test_import_kcores_entry_then_report_and_compare(tmp_path):
+    entry = _kcores_entry(tmp_path)
+    res = CliRunner().invoke(app, ["import", "kcores", str(entry), "--runs-dir", str(tmp_path / "runs"), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["submissions"] == 4 and out["tool_calls"] == 8
+    sc = load_staircase(Path(out["run_dir"]))
+    assert sc.imported and sc.model == "google/gemini-3-pro-preview"
+    assert [p.status for p in sc.points] == ["valid", "valid", "invalid", "valid"]
+    assert sc.best().qps == 349.5 and sc.end_reason == "kcores: finish_called"
+    assert abs(sc.usage["hours"] - (20 * 60 - 7 * 60 - 42.1) / 3600) < 0.01
+    rep = CliRunner().invoke(app, ["report", out["run_dir"], "--json"])
+    assert rep.exit_code == 0, rep.output
+    ours = Run.create(make_config(tmp_path, episodes=2), tmp_path / "runs" / "ours", **factories())
+    ours.execute()
+    cmp_ = json.loads(CliRunner().invoke(app, ["compare", out["run_dir"], str(ours.dir), "--json", "--out",
+                                              str(tmp_path / "c.png")]).stdout)
+    assert any("different hardware" in w for w in cmp_["warnings"])
+    again = CliRunner().invoke(app, ["import", "kcores", str(entry), "--runs-dir", str(tmp_path / "runs")])
+    assert again.exit_code == 2 and "already holds a run" in again.output
