@@ -77,7 +77,7 @@ def runs(
         return
     t = Table("run", "model", "status", "iterations", "tool calls", "tokens", "$", "hours", "best QPS", title=str(root))
     for r in rows:
-        t.add_row(r["run"], r["model"], r["status"], str(r["iterations"]), f"{r['tool_calls']:.0f}",
+        t.add_row(str(r["run"]), str(r["model"]), str(r["status"]), str(r["iterations"]), f"{r['tool_calls']:.0f}",
                   f"{r['tokens']:,.0f}", f"{r['dollars']:.2f}", f"{r['hours']:.2f}",
                   f"{r['best_valid_qps']:,.0f}" if r["best_valid_qps"] else "-")
     err.print(t)

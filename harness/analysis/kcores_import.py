@@ -39,7 +39,7 @@ def import_entry(entry: Path, run_dir: Path) -> dict[str, Any]:
         raise ValueError(f"{run_dir} already holds a run")
     records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     benches = sorted((entry / "benchmarks").glob("benchmark_*.json")) if (entry / "benchmarks").is_dir() else []
-    start = next((r for r in records if r.get("event") == "session_start"), {})
+    start: dict[str, Any] = next((r for r in records if r.get("event") == "session_start"), {})
     model = str(start.get("model", "unknown"))
     t = _ts(start.get("timestamp"), 0.0)
     # Events keep the original times, so the hours axis is the original session's.

@@ -38,8 +38,9 @@ def plot_staircase(sc: Staircase, axis: str, path: Path, recall_floor: float = 0
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
-    ax.set_title(f"{sc.name} ({sc.model}): best {sc.best().qps:,.0f} QPS" if sc.best() else f"{sc.name}: no valid "
-                 "submission", fontsize=11)
+    best = sc.best()
+    title = f"{sc.name} ({sc.model}): best {best.qps or 0:,.0f} QPS" if best else f"{sc.name}: no valid submission"
+    ax.set_title(title, fontsize=11)
     rx = [p.at[axis] for p in sc.points if p.recall is not None]
     ry = [p.recall for p in sc.points if p.recall is not None]
     rax.scatter(rx, ry, s=14, color=["#2a9d4b" if (r or 0) >= recall_floor else "#d62728" for r in ry])

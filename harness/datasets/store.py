@@ -215,9 +215,14 @@ class DatasetBuilder:
             queries = read_vecs(self.root / FILES[qrole])
             self.log(f"computing exact top-{GT_K} for {queries.shape[0]} {qrole} over {base.shape[0]} vectors")
             t0 = time.monotonic()
-            ids, dists = exact_knn(
-                base, queries, GT_K, progress=(lambda d, t, q=qrole: progress(q, d, t)) if progress else None
-            )
+            on_block = None
+            if progress is not None:
+                report = progress
+
+                def on_block(done: int, total: int, split: str = qrole) -> None:
+                    report(split, done, total)
+
+            ids, dists = exact_knn(base, queries, GT_K, progress=on_block)
             # Distances first: the ids file is the marker that this split's ground truth is complete.
             self.put(dist_role, dists)
             self.put(ids_role, ids)

@@ -84,7 +84,7 @@ def judge_pass(
     rtol: float,
 ) -> Judgement:
     """Judge one pass's answers (``ids``/``dists`` of shape (q, k), -1/NaN where missing)."""
-    answered = (ids >= 0).any(axis=1)
+    answered = np.asarray((ids >= 0).any(axis=1), dtype=bool)
     j = Judgement(recall=None, answered=int(answered.sum()))
     if not answered.any():
         j.problems.append("no query was answered")

@@ -173,7 +173,7 @@ class Scorer:
         contract = {k: v for k, v in errors.items() if k in CONTRACT_ERRORS}
         if contract:
             kind = max(contract, key=lambda k: contract[k])
-            sample = next((s for s in state["samples"] if s.get("kind") == kind), {})
+            sample: dict[str, Any] = next((s for s in state["samples"] if s.get("kind") == kind), {})
             return Status.BAD_RESPONSE, (f"{sum(contract.values())} responses broke the API contract "
                                          f"({kind}: {sample.get('detail', '')})").strip()
         passes: list[PassResult] = state["passes"]
@@ -262,7 +262,7 @@ class Scorer:
         measured = status in (Status.VALID, Status.INVALID, Status.CHEAT_SUSPECTED)
         return Score(
             status=status, reason=reason, valid=status == Status.VALID,
-            qps=round(median_or_none(qps_list), 2) if qps_list and measured else None,
+            qps=round(float(np.median(qps_list)), 2) if qps_list and measured else None,
             qps_spread=round(max(qps_list) / min(qps_list), 4) if len(qps_list) > 1 and min(qps_list) > 0 else None,
             recall=round(state["recall"], 6) if "recall" in state else None,
             recall_floor=self.cfg.recall_floor,
