@@ -170,6 +170,14 @@ class DatasetStore:
         return Dataset(root, manifest)
 
 
+def _per_split(progress: Callable[[str, int, int], None] | None, split: str) -> Callable[[int, int], None] | None:
+    """A ground-truth progress callback for one query split."""
+    if progress is None:
+        return None
+    report = progress
+    return lambda done, total: report(split, done, total)
+
+
 class DatasetBuilder:
     """Builds a dataset folder step by step, reusing complete files of an interrupted build.
 
@@ -215,14 +223,7 @@ class DatasetBuilder:
             queries = read_vecs(self.root / FILES[qrole])
             self.log(f"computing exact top-{GT_K} for {queries.shape[0]} {qrole} over {base.shape[0]} vectors")
             t0 = time.monotonic()
-            on_block = None
-            if progress is not None:
-                report = progress
-
-                def on_block(done: int, total: int, split: str = qrole) -> None:
-                    report(split, done, total)
-
-            ids, dists = exact_knn(base, queries, GT_K, progress=on_block)
+            ids, dists = exact_knn(base, queries, GT_K, progress=_per_split(progress, qrole))
             # Distances first: the ids file is the marker that this split's ground truth is complete.
             self.put(dist_role, dists)
             self.put(ids_role, ids)
