@@ -97,3 +97,41 @@ def test_torn_last_line_is_repaired(tmp_path):
     assert [e["type"] for e in led2.events()] == ["a", "b"]
     led2.append("c", x=3)
     assert [e["seq"] for e in led2.events()] == [0, 1, 2]
+
+
+def test_kcores_50_preset_tools_and_the_last_call_scores(tmp_path):
+    cfg = make_config(tmp_path, episodes=1, **{"agent.preset": "kcores-50", "budget.max_tool_calls": 4,
+                                               "budget.max_tool_calls_per_iteration": 50})
+    steps = [{"name": "list_files", "arguments": {}},
+             {"name": "write_file", "arguments": {"path": "src/distance.rs", "content": "// k\n"}},
+             {"name": "get_status", "arguments": {}},
+             {"name": "read_file", "arguments": {"path": "src/distance.rs"}},
+             {"name": "finish", "arguments": {}}]
+    model = ScriptedModel([steps])
+    seen = {}
+    original = model.complete
+
+    def spy(messages, tools):
+        seen["tools"] = [t.name for t in tools]
+        return original(messages, tools)
+
+    model.complete = spy
+    run = Run.create(cfg, tmp_path / "r", model=model, **factories())
+    s = run.execute()
+    assert seen["tools"] == ["read_file", "write_file", "list_files", "build_project", "run_benchmark",
+                             "run_correctness_test", "run_profiling", "get_status", "finish"]
+    led = Ledger(run.dir)
+    status = [e["output"] for e in led.events("tool_call") if e["name"] == "get_status"][0]
+    assert "tool calls used: 2; left: 2 of 4" in status
+    # the 50-call budget (4 here) ends the session; the last state is still scored, as in the original
+    assert s.end_reason == "max_tool_calls: 4 of 4 used"
+    assert [e["reason"] for e in led.events("submission")] == ["budget"]
+    assert len(list(led.events("score"))) == 1
+
+
+def test_kcores_finish_submits(tmp_path):
+    cfg = make_config(tmp_path, episodes=1, **{"agent.preset": "kcores-50", "budget.max_tool_calls": 50})
+    model = ScriptedModel([[{"name": "finish", "arguments": {"summary": "done"}}]])
+    run = Run.create(cfg, tmp_path / "r", model=model, **factories())
+    run.execute()
+    assert [e["message"] for e in Ledger(run.dir).events("submission")] == ["done"]
