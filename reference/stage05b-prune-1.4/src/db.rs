@@ -154,9 +154,14 @@ impl State {
             return Vec::new();
         }
         let mut top = TopK::new(k);
-        match &self.index {
-            Some(index) => index.search(query, &SEARCH, &self.store, &mut top),
-            None => self.store.exact_search(query, &mut top),
+        if let Some(index) = &self.index {
+            index.search(query, &SEARCH, &self.store, &mut top);
+        }
+        // No index yet, or the probed lists held fewer than k vectors (a large
+        // top_k): answer exactly, as the contract asks for k results.
+        if top.len() < k {
+            top = TopK::new(k);
+            self.store.exact_search(query, &mut top);
         }
         top.into_sorted()
             .into_iter()

@@ -47,6 +47,10 @@ impl TopK {
         }
     }
 
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
     /// Nearest first.
     pub fn into_sorted(self) -> Vec<Hit> {
         self.heap.into_sorted_vec()

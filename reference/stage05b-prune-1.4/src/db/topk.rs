@@ -51,6 +51,10 @@ impl TopK {
         self.k
     }
 
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
     /// Nearest first.
     pub fn into_sorted(self) -> Vec<Hit> {
         self.heap.into_sorted_vec()

@@ -38,7 +38,7 @@ const MIN_PROBE: usize = 4;
 /// Candidates ranked again with exact f32 distances (at least top_k).
 const RERANK: usize = 40;
 /// nlist = LISTS_PER_SQRT_N * sqrt(n); super-clusters = sqrt(nlist).
-const LISTS_PER_SQRT_N: f64 = 2.0;
+const LISTS_PER_SQRT_N: f64 = 3.0;
 /// k-means trains on nlist * SAMPLE_PER_LIST sampled vectors.
 const SAMPLE_PER_LIST: usize = 32;
 const KMEANS_ITERS: usize = 6;
@@ -154,9 +154,14 @@ impl State {
             return Vec::new();
         }
         let mut top = TopK::new(k);
-        match &self.index {
-            Some(index) => index.search(query, &SEARCH, &self.store, &mut top),
-            None => self.store.exact_search(query, &mut top),
+        if let Some(index) = &self.index {
+            index.search(query, &SEARCH, &self.store, &mut top);
+        }
+        // No index yet, or the probed lists held fewer than k vectors (a large
+        // top_k): answer exactly, as the contract asks for k results.
+        if top.len() < k {
+            top = TopK::new(k);
+            self.store.exact_search(query, &mut top);
         }
         top.into_sorted()
             .into_iter()

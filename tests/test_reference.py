@@ -1,0 +1,328 @@
+"""The reference stages: each builds, scores through the real scorer with the recall its README row
+claims, and (the base stages) keeps the API contract on awkward inputs.
+
+Claims live in one place, the table of ``reference/README.md``: its "Recall band" column is parsed
+here. Builds use a quick profile (opt-level 1, incremental, ``debug = true`` kept for the rules) in
+the shared target dir ``$STAIRCASE_CARGO_TARGET`` or ``~/.cache/staircase/cargo-target-tests``:
+recall does not depend on the optimisation level, and a stage then rebuilds in ~10 s instead of ~40.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.config import ScorerConfig
+from harness.datasets.sources import generate_dataset
+from harness.datasets.store import Dataset, DatasetStore
+from harness.scorer.record import Score, Status
+from harness.scorer.runner import BuildOutcome, LocalRunner
+from harness.scorer.scorer import Scorer
+
+ROOT = Path(__file__).resolve().parents[1]
+SKELETON = ROOT / "skeleton"
+REFERENCE = ROOT / "reference"
+FLOOR = 0.95
+
+needs_cargo = pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo is not installed")
+
+TEST_CARGO = """[package]
+name = "vector-db-skeleton"
+version = "0.1.0"
+edition = "2021"
+
+[dependencies]
+axum = "0.7"
+tokio = { version = "1", features = ["full"] }
+serde = { version = "1", features = ["derive"] }
+serde_json = "1"
+
+[profile.release]
+opt-level = 1
+codegen-units = 16
+incremental = true
+debug = true
+"""
+
+
+def readme_claims() -> dict[str, tuple[float, float]]:
+    """Stage folder -> (low, high) recall band on the test set, from reference/README.md's table."""
+    claims: dict[str, tuple[float, float]] = {}
+    for line in (REFERENCE / "README.md").read_text().splitlines():
+        m = re.match(r"\|\s*`(stage[^`]+)/`\s*\|.*?\|\s*([01]\.\d+)\s*[-–]\s*([01]\.\d+)\s*\|", line)
+        if m:
+            claims[m.group(1)] = (float(m.group(2)), float(m.group(3)))
+    return claims
+
+
+CLAIMS = readme_claims()
+STAGES = sorted(p.name for p in REFERENCE.iterdir() if p.is_dir() and p.name.startswith("stage"))
+# Base stages, not parameter variants (stage03b-..., a letter after the number).
+BASE_STAGES = [s for s in STAGES if re.match(r"stage\d+-", s)]
+
+
+def base_of(variant: str) -> Path:
+    number = re.match(r"stage(\d+)[a-z]-", variant)
+    assert number, variant
+    (base,) = REFERENCE.glob(f"stage{number.group(1)}-*")
+    return base
+
+
+def test_every_stage_has_a_claim() -> None:
+    assert STAGES and set(CLAIMS) == set(STAGES), f"README rows {sorted(CLAIMS)} vs folders {STAGES}"
+    for lo, hi in CLAIMS.values():
+        assert lo <= hi and not lo < FLOOR <= hi, "a band must say valid or invalid, not straddle the floor"
+
+
+def test_stages_hold_only_editable_files() -> None:
+    for stage in STAGES:
+        for f in (REFERENCE / stage).rglob("*"):
+            rel = f.relative_to(REFERENCE / stage).as_posix()
+            if f.is_file():
+                assert rel == "Cargo.toml" or (rel.startswith("src/") and rel.endswith(".rs")), f"{stage}/{rel}"
+                assert rel not in ("src/main.rs", "src/api.rs"), f"{stage} overrides a read-only file"
+
+
+@pytest.mark.parametrize("variant", [s for s in STAGES if s not in BASE_STAGES])
+def test_variant_is_its_base_with_other_constants(variant: str) -> None:
+    """A tuning variant differs from its base stage only in `const` lines: same code, other knobs."""
+    base = base_of(variant)
+    ours = {p.relative_to(REFERENCE / variant) for p in (REFERENCE / variant).rglob("*") if p.is_file()}
+    theirs = {p.relative_to(base) for p in base.rglob("*") if p.is_file()}
+    assert ours == theirs
+    changed = []
+    for rel in sorted(ours):
+        a, b = (base / rel).read_text().splitlines(), (REFERENCE / variant / rel).read_text().splitlines()
+        assert len(a) == len(b), f"{rel}: lines added or removed"
+        for x, y in zip(a, b, strict=True):
+            if x != y:
+                assert x.startswith("const ") and y.startswith("const "), f"{rel}: {x!r} -> {y!r}"
+                assert x.split("=")[0] == y.split("=")[0], f"{rel}: {x!r} -> {y!r}"
+                changed.append(y)
+    assert changed, f"{variant} is identical to {base.name}"
+
+
+# -- building and scoring ------------------------------------------------------------------------
+
+
+def cargo_target_dir() -> Path:
+    default = Path.home() / ".cache" / "staircase" / "cargo-target-tests"
+    return Path(os.environ.get("STAIRCASE_CARGO_TARGET", default))
+
+
+def crate(stage: str, dest: Path) -> Path:
+    """The skeleton with ``stage`` laid over it and the quick test profile, as a complete crate."""
+    shutil.copytree(SKELETON, dest, ignore=shutil.ignore_patterns("target", "API.md"), copy_function=shutil.copy)
+    # Fresh mtimes (shutil.copy): cargo decides staleness by mtime, and the shared target dir may
+    # hold a newer build of another stage under the same crate name.
+    shutil.copytree(REFERENCE / stage, dest, dirs_exist_ok=True, copy_function=shutil.copy)
+    (dest / "Cargo.toml").write_text(TEST_CARGO)
+    return dest
+
+
+class KeepingRunner(LocalRunner):
+    """The local runner, keeping each built server binary for the contract tests below."""
+
+    def __init__(self, keep: Path) -> None:
+        super().__init__(memory_limit="4g")
+        self.keep = keep
+        self.binaries: dict[str, Path] = {}
+        self.current = ""
+
+    def build(self, src: Path, timeout_s: float) -> BuildOutcome:
+        out = super().build(src, timeout_s)
+        if out.ok and out.binary is not None:
+            kept = self.keep / self.current
+            shutil.copy2(out.binary, kept)
+            self.binaries[self.current] = kept
+        return out
+
+
+@pytest.fixture(scope="module")
+def test_set(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """20,000 SIFT-like vectors, 500 hidden queries: large enough that IVF parameters matter."""
+    store = DatasetStore(tmp_path_factory.mktemp("data"))
+    ds, _ = generate_dataset(store, "reference-test", n=20_000, queries=500, dev_queries=10, seed=7)
+    return ds
+
+
+@pytest.fixture(scope="module")
+def scoring(test_set: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Scorer, KeepingRunner]]:
+    tmp = tmp_path_factory.mktemp("scoring")
+    cfg = ScorerConfig(passes=1, warmup_queries=20, pass_time_limit_s=30, request_timeout_s=10,
+                       warmup_timeout_s=60, start_timeout_s=15, load_timeout_s=120, benchmark_timeout_s=180,
+                       memory_limit="4g")
+    runner = KeepingRunner(tmp / "bin")
+    runner.keep.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        # The local runner builds in $STAIRCASE_CARGO_TARGET/submissions.
+        mp.setenv("STAIRCASE_CARGO_TARGET", str(cargo_target_dir()))
+        yield Scorer(cfg, test_set, runner), runner
+
+
+@pytest.fixture(scope="module")
+def scores() -> dict[str, Score]:
+    """Every stage scored at most once per module, by whichever test needs it first."""
+    return {}
+
+
+def score_stage(stage: str, scoring: tuple[Scorer, KeepingRunner], scores: dict[str, Score], tmp: Path) -> Score:
+    if stage not in scores:
+        scorer, runner = scoring
+        runner.current = stage
+        scores[stage] = scorer.score(crate(stage, tmp / stage), use_cache=False)
+    return scores[stage]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.rust
+@pytest.mark.slow
+@needs_cargo
+def test_stage_recall_is_as_claimed(stage: str, scoring: tuple[Scorer, KeepingRunner], scores: dict[str, Score],
+                                    tmp_path: Path) -> None:
+    s = score_stage(stage, scoring, scores, tmp_path)
+    lo, hi = CLAIMS[stage]
+    expected = Status.VALID if lo >= FLOOR else Status.INVALID
+    assert s.status == expected, f"{s.status}: {s.reason}\n{s.server_log_tail[-2000:]}"
+    assert s.recall is not None and lo <= s.recall <= hi, f"{stage}: recall {s.recall} outside the claimed {lo}-{hi}"
+    assert s.distance_kind == "euclidean"
+
+
+# -- the API contract on awkward inputs (base stages) ----------------------------------------------
+
+
+class Client:
+    """One keep-alive HTTP connection, JSON in and out."""
+
+    def __init__(self, port: int) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def post(self, path: str, body: object) -> object:
+        self.conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+        resp = self.conn.getresponse()
+        raw = resp.read()
+        assert resp.status == 200, (path, resp.status, raw[:200])
+        return json.loads(raw)
+
+    def search(self, q: np.ndarray, k: int) -> list[tuple[int, float]]:
+        body = self.post("/search", {"vector": q.tolist(), "top_k": k})
+        return [(r["id"], r["distance"]) for r in body["results"]]  # type: ignore[index]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve(binary: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(binary)], env={**os.environ, "PORT": str(port)}, stdout=out, stderr=out)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"server exited with {proc.returncode}: {log.read_text()[-2000:]}"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("the server did not accept TCP within 30 s")
+
+
+@pytest.mark.parametrize("stage", [s for s in BASE_STAGES if s != "stage01-brute-force"])
+@pytest.mark.rust
+@pytest.mark.slow
+@needs_cargo
+def test_stage_keeps_the_contract_on_generic_data(stage: str, scoring: tuple[Scorer, KeepingRunner],
+                                                  scores: dict[str, Score], tmp_path: Path) -> None:
+    """Float data of an odd dimension (no SIMD-width multiple, negative, non-integer: the lossy u8
+    path), sparse ids, empty store, an upsert, inserts after the index is built, a top_k above n,
+    a query of the wrong dimension, concurrent first searches racing the lazy build."""
+    score_stage(stage, scoring, scores, tmp_path)
+    _, runner = scoring
+    proc, port = serve(runner.binaries[stage], tmp_path / "server.log")
+    try:
+        check_contract(port)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def check_contract(port: int) -> None:
+    rng = np.random.default_rng(3)
+    dim, n = 100, 3000
+    # Clustered Gaussian data, offset so that components are negative and positive.
+    centres = rng.normal(0, 4, (30, dim))
+    base = (centres[rng.integers(0, 30, n)] + rng.normal(0, 1, (n, dim)) - 1.5).astype(np.float32)
+    ids = rng.choice(10**12, size=n + 3, replace=False).astype(np.int64) + 2**33
+    client = Client(port)
+
+    assert client.search(base[0], 10) == []  # empty store
+    for lo in range(0, n, 1000):
+        batch = [{"id": int(i), "vector": v.tolist()} for i, v in zip(ids[lo:lo + 1000], base[lo:lo + 1000],
+                                                                       strict=True)]
+        assert client.post("/bulk_insert", {"vectors": batch}) == {"status": "ok", "inserted": len(batch)}
+
+    # The first searches (several at once) build the index lazily; all must agree.
+    queries = (base[rng.integers(0, n, 40)] + rng.normal(0, 0.5, (40, dim))).astype(np.float32)
+
+    def first(q: np.ndarray) -> list[tuple[int, float]]:
+        return Client(port).search(q, 10)
+
+    with ThreadPoolExecutor(4) as pool:
+        racing = list(pool.map(first, queries[:8]))
+    assert racing == [client.search(q, 10) for q in queries[:8]]
+
+    # Recall and exact distances against numpy.
+    stored = {int(i): v.astype(np.float64) for i, v in zip(ids[:n], base, strict=True)}
+
+    def check(q: np.ndarray, got: list[tuple[int, float]], k: int) -> float:
+        assert len(got) == min(k, len(stored)) and len({i for i, _ in got}) == len(got)
+        dists = [d for _, d in got]
+        assert dists == sorted(dists)
+        for i, d in got:
+            assert i in stored
+            assert d == pytest.approx(np.linalg.norm(stored[i] - q), rel=1e-4, abs=1e-3)
+        keys = np.array(list(stored))
+        d2 = ((np.stack([stored[int(i)] for i in keys]) - q.astype(np.float64)) ** 2).sum(axis=1)
+        truth = set(keys[np.argsort(d2, kind="stable")[:k]].tolist())
+        return len(truth & {i for i, _ in got}) / k
+
+    recall = np.mean([check(q, client.search(q, 10), 10) for q in queries])
+    assert recall >= 0.9, f"recall {recall:.3f} on clustered float data"
+
+    # Inserts after the build are found; an upsert replaces the old vector.
+    fresh = rng.normal(0, 4, (3, dim)).astype(np.float32) + 40
+    for i, v in zip(ids[n:], fresh, strict=True):
+        assert client.post("/insert", {"id": int(i), "vector": v.tolist()}) == {"status": "ok"}
+        stored[int(i)] = v.astype(np.float64)
+    for i, v in zip(ids[n:], fresh, strict=True):
+        got = client.search(v, 5)
+        assert got[0] == (int(i), 0.0)
+        check(v, got, 5)
+    moved = fresh[0] + 1
+    client.post("/insert", {"id": int(ids[0]), "vector": moved.tolist()})
+    stored[int(ids[0])] = moved.astype(np.float64)
+    got = client.search(moved, 10)
+    assert got[0][0] == int(ids[0]) and got[0][1] == pytest.approx(0.0, abs=1e-3)
+    check(moved, got, 10)
+
+    # top_k above the count returns everything; a wrong dimension returns nothing, without crashing.
+    everything = client.search(queries[0], n + 100)
+    check(queries[0], everything, n + 100)
+    assert client.search(queries[0][:7], 10) == []
+    assert len(client.search(queries[1], 10)) == 10
