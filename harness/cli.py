@@ -10,6 +10,7 @@ import typer
 from harness.analysis.cli import compare_cmd, report, runs
 from harness.analysis.kcores_import import import_kcores
 from harness.analysis.replay import replay
+from harness.bench.cli import app as bench_app
 from harness.config import ConfigError, config_to_yaml, load_config
 from harness.console import emit_json, fail
 from harness.datasets.cli import app as datasets_app
@@ -27,6 +28,7 @@ config_app = typer.Typer(help="Inspect run configurations.", no_args_is_help=Tru
 app.add_typer(config_app, name="config")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(bench_app, name="bench")
 app.command("score")(score)
 app.command("run")(run)
 app.command("resume")(resume)

@@ -333,7 +333,8 @@ def _docker_sandbox(run: Run) -> Sandbox:
 
 def _docker_scorer(run: Run) -> Scorer:
     from harness.scorer.cli import make_scorer
+    from harness.scorer.docker_runner import run_build_cache
 
-    return make_scorer(run.cfg)
+    return make_scorer(run.cfg, build_cache=run_build_cache(run.dir))
 
 

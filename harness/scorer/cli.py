@@ -23,19 +23,20 @@ def score_cache_dir() -> Path:
     return (Path(env) if env else Path.home() / ".cache" / "staircase") / "scores"
 
 
-def make_runner(cfg: RunConfig) -> Runner:
-    """The runner the config asks for: containers (default) or local processes."""
+def make_runner(cfg: RunConfig, build_cache: str | None = None) -> Runner:
+    """The runner the config asks for: containers (default) or local processes. ``build_cache``
+    names a shared build cache (a run's); None builds every submission from a fresh one."""
     s = cfg.scorer
     if s.runner == "local":
         return LocalRunner(s.server_cpus, s.loadgen_cpus, s.memory_limit)
     from harness.scorer.docker_runner import DockerRunner
 
-    return DockerRunner(s, log=log)
+    return DockerRunner(s, log=log, build_cache=build_cache)
 
 
-def make_scorer(cfg: RunConfig, dataset_name: str | None = None) -> Scorer:
+def make_scorer(cfg: RunConfig, dataset_name: str | None = None, *, build_cache: str | None = None) -> Scorer:
     dataset = DatasetStore(cfg.dataset.data_dir).get(dataset_name or cfg.dataset.name)
-    return Scorer(cfg.scorer, dataset, make_runner(cfg), cache_dir=score_cache_dir(), log=log)
+    return Scorer(cfg.scorer, dataset, make_runner(cfg, build_cache), cache_dir=score_cache_dir(), log=log)
 
 
 def score(

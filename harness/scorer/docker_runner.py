@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -65,9 +67,17 @@ def _user() -> str:
 
 
 def target_cache_dir() -> Path:
+    """Where named build caches live (``$STAIRCASE_CARGO_TARGET`` to move them)."""
     env = os.environ.get("STAIRCASE_CARGO_TARGET")
     base = Path(env) if env else Path.home() / ".cache" / "staircase" / "cargo-target"
     return base / "docker-submissions"
+
+
+def run_build_cache(run_dir: Path) -> str:
+    """The build cache name of one run: its submissions share dependencies, no other run's do."""
+    resolved = Path(run_dir).resolve()
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
+    return f"run-{re.sub(r'[^A-Za-z0-9_.-]', '_', resolved.name)[:40]}-{digest}"
 
 
 class DockerServer:
@@ -114,8 +124,14 @@ class DockerRunner:
 
     name = "docker"
 
-    def __init__(self, cfg: ScorerConfig, *, image: str | None = None, log: Any = None) -> None:
+    def __init__(self, cfg: ScorerConfig, *, image: str | None = None, log: Any = None,
+                 build_cache: str | None = None) -> None:
         self.cfg = cfg
+        # None: every build gets a fresh target dir seeded from the image's pre-built dependencies,
+        # so nothing a build writes (a build script can write anything there) reaches another
+        # build. A name: builds share a cache under that name (a run's own submissions, which can
+        # only poison themselves).
+        self.build_cache = build_cache
         self.client = docker.from_env(timeout=120)
         self.log = log or (lambda _m: None)
         tag = image or cfg.image
@@ -134,12 +150,15 @@ class DockerRunner:
     # -- build -----------------------------------------------------------------------------------
 
     def build(self, src: Path, timeout_s: float) -> BuildOutcome:
-        # The crate is compiled in a copy, so the submission's own tree stays read-only; the target
-        # dir is a cache kept per package name, seeded from the image's pre-built dependencies.
+        # The crate is compiled in a copy, so the submission's own tree stays read-only. The target
+        # dir is seeded from the image's pre-built dependencies when empty (see ``build_cache``).
         name = package_name(src)
         build_dir = src.parent / "build"
         shutil.copytree(src, build_dir / "src", dirs_exist_ok=True)
-        target = target_cache_dir() / name
+        if self.build_cache is None:
+            target = build_dir / "target"
+        else:
+            target = target_cache_dir() / self.build_cache / name
         target.mkdir(parents=True, exist_ok=True)
         script = BUILD_SCRIPT
         t0 = time.monotonic()

@@ -64,6 +64,7 @@ class Scorer:
 
     def score(self, path: Path, *, use_cache: bool = True, variant: str = "best") -> Score:
         """Score the submission at ``path`` (a crate or a KCORES entry)."""
+        t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="staircase-score-") as tmp:
             work = Path(tmp)
             src = prepare(Path(path), work / "src", variant=variant)  # type: ignore[arg-type]
@@ -72,9 +73,14 @@ class Scorer:
             if cached is not None:
                 self.log(f"cached score for tree {tree[:12]}")
                 return cached
+            prepared = round(time.monotonic() - t0, 3)
             score = self._score(src, tree, work)
-            self._store(score)
-            return score
+        # "total" is the scoring's wall time, from the submission's path to its record (the
+        # temporary tree removed): what `staircase bench scorer` splits into work and overhead.
+        score.phase_seconds = {"prepare": prepared, **score.phase_seconds,
+                               "total": round(time.monotonic() - t0, 3)}
+        self._store(score)
+        return score
 
     # -- the phases ----------------------------------------------------------------------------
 
@@ -109,7 +115,7 @@ class Scorer:
             self._load(server, io, phases)
             self.log("warm-up and timed passes")
             self._query(server, io, phases, state)
-            status, reason = self._judge(io, state)
+            status, reason = self._timed(phases, "judge", lambda: self._judge(io, state))
             raise _Stop(status, reason)
         except _Stop as stop:
             if server is not None:

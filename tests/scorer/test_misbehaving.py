@@ -37,7 +37,9 @@ def docker_scorer(small_dataset, sandbox_image):
     from harness.scorer.docker_runner import DockerRunner
 
     cfg = quick_scorer_config(image=sandbox_image, passes=3)
-    return Scorer(cfg, small_dataset, DockerRunner(cfg))
+    # One named build cache for the suite (as a run has): the fast test profile's dependencies
+    # are compiled once, not once per submission.
+    return Scorer(cfg, small_dataset, DockerRunner(cfg, build_cache="tests-misbehaving"))
 
 
 def test_correct_brute_force_is_valid_in_containers(docker_scorer, tmp_path):

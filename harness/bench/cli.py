@@ -1,0 +1,90 @@
+"""``staircase bench``: measurements of the harness itself and of reference points."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from harness.bench import scorer_bench as sb
+from harness.config import ConfigError, load_config
+from harness.console import emit_json, err, fail, log
+from harness.datasets.store import DatasetError
+from harness.scorer.runner import cpu_model
+from harness.scorer.submission import REPO_ROOT, SubmissionError
+
+app = typer.Typer(help="Benchmarks of the harness itself and of reference points.", no_args_is_help=True)
+
+ROWS = ("ceiling", "overhead", "noise", "brute")
+
+
+@app.command("scorer")
+def scorer_cmd(
+    dataset: Annotated[str, typer.Option(help="Dataset for the scorings (the issue's figures use gen-1m).")] = "gen-1m",
+    submission: Annotated[Path, typer.Option(help="The commit rescored for overhead and noise.")] = (
+        REPO_ROOT / "reference" / "stage05-two-level"),
+    rescorings: Annotated[int, typer.Option(min=2, help="How many times it is scored (no cache).")] = 5,
+    brute_force: Annotated[Path, typer.Option(help="An exact-scan submission.")] = (
+        REPO_ROOT / "reference" / "stage01-brute-force"),
+    brute_force_queries: Annotated[int, typer.Option(min=1, help="Hidden queries for the brute force.")] = 200,
+    ceiling_rounds: Annotated[int, typer.Option(min=1)] = 5,
+    ceiling_seconds: Annotated[float, typer.Option(min=0.5, help="Seconds per generator per round.")] = 3.0,
+    only: Annotated[str, typer.Option(help="Comma-separated rows: ceiling,overhead,noise,brute.")] = ",".join(ROWS),
+    config: Annotated[Path | None, typer.Option(help="A run config to take scorer settings from.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override: scorer.KEY=VALUE (repeatable).")] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON value.")] = False,
+) -> None:
+    """Measure the scorer: generator ceiling vs wrk, overhead, noise across rescorings, brute force."""
+    wanted = {w.strip() for w in only.split(",") if w.strip()}
+    if not wanted or wanted - set(ROWS):
+        fail(f"--only: choose among {', '.join(ROWS)} (got {only!r})")
+    try:
+        cfg = load_config(config, set_ or [])
+        from harness.scorer.cli import make_scorer
+
+        scorer = make_scorer(cfg, dataset) if wanted & {"overhead", "noise", "brute"} else None
+    except (ConfigError, DatasetError) as e:
+        fail(str(e))
+    s = cfg.scorer
+    report = sb.ScorerBenchReport(
+        dataset=dataset, n_base=scorer.dataset.manifest.n_base if scorer else 0, cpu_model=cpu_model(),
+        server_cpus=s.server_cpus, loadgen_cpus=s.loadgen_cpus, runner=s.runner, submission=str(submission))
+    try:
+        if "ceiling" in wanted:
+            report.ceiling_rounds = sb.measure_ceiling(
+                server_cpus=s.server_cpus, loadgen_cpus=s.loadgen_cpus, concurrency=s.concurrency,
+                rounds=ceiling_rounds, seconds=ceiling_seconds, log=log)
+            report.rows.append(sb.ceiling_row(report.ceiling_rounds))
+        if scorer is not None and wanted & {"overhead", "noise"}:
+            report.scorings = sb.rescore(scorer, submission, rescorings if "noise" in wanted else 1, log)
+            if "overhead" in wanted:
+                report.rows.append(sb.overhead_row(report.scorings))
+            if "noise" in wanted:
+                report.rows.append(sb.noise_row(report.scorings))
+        if scorer is not None and "brute" in wanted:
+            brute_cfg = cfg.model_copy(update={"scorer": s.model_copy(update={"max_queries": brute_force_queries})})
+            brute = make_scorer(brute_cfg, dataset)
+            report.brute_force = brute.score(brute_force, use_cache=False)
+            log(f"brute force: {report.brute_force.reason}")
+            report.rows.append(sb.brute_force_row(report.brute_force))
+    except (SubmissionError, RuntimeError) as e:
+        fail(str(e))
+    if json:
+        emit_json(report)
+    else:
+        show(report)
+
+
+def show(report: sb.ScorerBenchReport) -> None:
+    t = Table(title=(f"scorer bench: {report.dataset} ({report.n_base:,} vectors), {report.runner} runner, "
+                     f"server cpus {report.server_cpus}, generator cpus {report.loadgen_cpus}; {report.cpu_model}"),
+              title_justify="left")
+    for col in ("row", "figure", "target", "met", "detail"):
+        t.add_column(col, overflow="fold")
+    for r in report.rows:
+        fig = "-" if r.figure is None else f"{r.figure:,.4g} {r.unit}"
+        met = "-" if r.met is None else ("[green]yes[/]" if r.met else "[red]no[/]")
+        t.add_row(r.name, fig, r.target, met, r.detail)
+    err.print(t)
