@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from harness.bench import scorer_bench as sb
+from harness.bench.oracle import oracle_command
 from harness.config import ConfigError, load_config
 from harness.console import emit_json, err, fail, log
 from harness.datasets.store import DatasetError
@@ -16,6 +17,7 @@ from harness.scorer.runner import cpu_model
 from harness.scorer.submission import REPO_ROOT, SubmissionError
 
 app = typer.Typer(help="Benchmarks of the harness itself and of reference points.", no_args_is_help=True)
+app.command("oracle")(oracle_command)
 
 ROWS = ("ceiling", "overhead", "noise", "brute")
 
