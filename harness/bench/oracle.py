@@ -96,8 +96,8 @@ class SweepPoint(BaseModel):
     value: int | None
     qps: float
     recall: float
-    p50_us: float
-    p99_us: float
+    p50_us: float | None = Field(description="Per-query latency; None for a batched point.")
+    p99_us: float | None
     seconds: float
 
 
@@ -202,11 +202,12 @@ def time_queries(search_one: Callable[[np.ndarray], np.ndarray], queries: np.nda
     return best
 
 
-def point(param: str, value: int | None, ids: np.ndarray, seconds: float, lat: np.ndarray, judge: Judge) -> SweepPoint:
+def point(param: str, value: int | None, ids: np.ndarray, seconds: float, lat: np.ndarray | None,
+          judge: Judge) -> SweepPoint:
     n = ids.shape[0]
     return SweepPoint(param=param, value=value, qps=n / seconds if seconds > 0 else 0.0, recall=judge.recall(ids),
-                      p50_us=float(np.percentile(lat, 50) * 1e6), p99_us=float(np.percentile(lat, 99) * 1e6),
-                      seconds=seconds)
+                      p50_us=None if lat is None else float(np.percentile(lat, 50) * 1e6),
+                      p99_us=None if lat is None else float(np.percentile(lat, 99) * 1e6), seconds=seconds)
 
 
 def best_at_floor(points: list[SweepPoint], floor: float) -> SweepPoint | None:
@@ -234,8 +235,7 @@ def sweep(result: IndexResult, param: str, values: list[int], set_param: Callabl
             t = time.perf_counter()
             ids = search_all(queries)
             seconds = min(seconds, time.perf_counter() - t)
-        result.batched = point(param, result.best.value, ids, seconds, np.array([seconds / len(queries)]), judge)
-        result.batched.p99_us = result.batched.p50_us  # no per-query latency in a batch: the mean, twice
+        result.batched = point(param, result.best.value, ids, seconds, None, judge)
     return result
 
 
@@ -513,6 +513,10 @@ def oracle_command(
         show(report)
 
 
+def _us(v: float | None) -> str:
+    return "" if v is None else f"{v:,.0f}"
+
+
 def _setting(p: SweepPoint) -> str:
     return p.param if p.value is None else f"{p.param}={p.value}"
 
@@ -527,7 +531,7 @@ def show(report: OracleReport) -> None:
         for i, p in enumerate(r.sweep):
             mark = "[green]best[/]" if p == r.best else ("" if p.recall >= report.recall_floor else "[red]✗[/]")
             t.add_row(f"{r.library}: {r.index}" if i == 0 else "", f"{r.build_seconds:.1f}" if i == 0 else "",
-                      _setting(p), f"{p.qps:,.0f}", f"{p.recall:.4f}", f"{p.p50_us:,.0f}", f"{p.p99_us:,.0f}", mark)
+                      _setting(p), f"{p.qps:,.0f}", f"{p.recall:.4f}", _us(p.p50_us), _us(p.p99_us), mark)
         if r.batched is not None:
             bp = r.batched
             t.add_row("", "", f"{_setting(bp)} batched", f"{bp.qps:,.0f}", f"{bp.recall:.4f}", "", "", "")
