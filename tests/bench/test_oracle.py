@@ -117,8 +117,9 @@ def test_hnswlib_and_faiss_sweeps(oracle_dataset):
 @needs_cargo
 def test_stage_bench_recall_matches_the_scorer(oracle_dataset, tmp_path):
     ds = oracle_dataset
-    stage = final_stage()
-    assert stage.name == "stage05-two-level"
+    stage = REPO_ROOT / "reference" / "stage05-two-level"
+    # The default is the last base stage (stage05 today; a later stage would replace it).
+    assert OracleConfig().stage_dir == final_stage() and final_stage().name >= stage.name
     assert stage_knobs(stage)["NPROBE"] == "64"
     binary = build_stage_bench(stage, tmp_path, profile="quick", log=lambda _m: None)
     ids_path = tmp_path / "ids.bin"
@@ -135,7 +136,8 @@ def test_stage_bench_recall_matches_the_scorer(oracle_dataset, tmp_path):
     assert recall_overlap(ids, gt_ids[:150], np.ones(150, bool), 10) == pytest.approx(recall, abs=0.02)
 
     # Through run_oracle: the same deterministic stage gives the same recall on those queries.
-    cfg = OracleConfig(libraries=["stage"], cpu=CPU, repeats=1, max_queries=150, cargo_profile="quick")
+    cfg = OracleConfig(libraries=["stage"], cpu=CPU, repeats=1, max_queries=150, cargo_profile="quick",
+                       stage_dir=stage)
     report = run_oracle(ds, cfg, log=lambda _m: None)
     (res,) = report.indexes
     assert res.library == "stage" and res.index == "stage05-two-level" and res.params["RERANK"] == "40"
