@@ -73,6 +73,8 @@ class OracleConfig(BaseModel):
     recall_floor: float = 0.95
     stop_recall: float = Field(0.999, description="A sweep stops once it reaches this recall.")
     cpu: int = 0
+    build_threads: int = Field(1, ge=1, description="Threads for index builds (hnswlib, faiss); the searches "
+                               "always run on one thread pinned to `cpu`. Builds are not what is compared.")
     max_queries: int | None = None
     warmup: int = Field(100, description="Searches on base vectors after each build, before timing.")
     repeats: int = Field(3, description="Timed passes per point; the fastest counts (as in ann-benchmarks).")
@@ -143,13 +145,14 @@ class OracleReport(BaseModel):
 
 
 @contextmanager
-def pinned(cpu: int) -> Iterator[None]:
-    """Pin every thread of this process (and so its children) to one CPU; restore on exit."""
+def pinned(cpu: int | set[int]) -> Iterator[None]:
+    """Pin every thread of this process (and so its children) to one CPU (or a set); restore on exit."""
+    cpus = {cpu} if isinstance(cpu, int) else cpu
     before: dict[int, set[int]] = {}
     for tid in (int(t) for t in os.listdir("/proc/self/task")):
         try:
             before[tid] = os.sched_getaffinity(tid)
-            os.sched_setaffinity(tid, {cpu})
+            os.sched_setaffinity(tid, cpus)
         except ProcessLookupError:
             continue
         except OSError as e:
@@ -162,6 +165,35 @@ def pinned(cpu: int) -> Iterator[None]:
                 os.sched_setaffinity(tid, cpus)
             except OSError:
                 pass
+
+
+# The CPUs this process may use, read before anything pins it.
+_AFFINITY = os.sched_getaffinity(0)
+
+
+@contextmanager
+def building(cfg: OracleConfig, faiss: Any = None) -> Iterator[None]:
+    """An index build on ``cfg.build_threads`` threads (on as many CPUs, ``cfg.cpu`` first), then
+    back to one thread on ``cfg.cpu`` for the searches."""
+    if cfg.build_threads <= 1:
+        yield
+        return
+    allowed = sorted(_AFFINITY | {cfg.cpu}, key=lambda c: (c != cfg.cpu, c))
+    cpus = set(allowed[: cfg.build_threads]) | {cfg.cpu}
+    with pinned(cpus):
+        if faiss is not None:
+            faiss.omp_set_num_threads(cfg.build_threads)
+        try:
+            yield
+        finally:
+            if faiss is not None:
+                faiss.omp_set_num_threads(1)
+    # Threads a build created (OpenMP workers) keep the wider set: pin everything again.
+    for tid in (int(t) for t in os.listdir("/proc/self/task")):
+        try:
+            os.sched_setaffinity(tid, {cfg.cpu})
+        except OSError:
+            pass
 
 
 class Judge:
@@ -250,8 +282,9 @@ def bench_hnswlib(base: np.ndarray, queries: np.ndarray, judge: Judge, cfg: Orac
             index = hnswlib.Index(space="l2", dim=base.shape[1])
             t = time.perf_counter()
             index.init_index(max_elements=base.shape[0], ef_construction=efc, M=m, random_seed=100)
+            with building(cfg):
+                index.add_items(base, ids, num_threads=cfg.build_threads)
             index.set_num_threads(1)
-            index.add_items(base, ids, num_threads=1)
             build = time.perf_counter() - t
             log(f"hnswlib M={m} efC={efc}: built in {build:.1f} s")
             index.set_ef(max(cfg.ef_search))
@@ -286,7 +319,8 @@ def bench_faiss(base: np.ndarray, queries: np.ndarray, judge: Judge, cfg: Oracle
                 hnsw = faiss.IndexHNSWFlat(d, m)
                 hnsw.hnsw.efConstruction = efc
                 t = time.perf_counter()
-                hnsw.add(base)
+                with building(cfg, faiss):
+                    hnsw.add(base)
                 build = time.perf_counter() - t
                 log(f"faiss HNSWFlat M={m} efC={efc}: built in {build:.1f} s")
                 res = IndexResult(library="faiss", index=f"HNSWFlat M={m} efC={efc}",
@@ -314,8 +348,9 @@ def bench_faiss(base: np.ndarray, queries: np.ndarray, judge: Judge, cfg: Oracle
                 ivf = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit)
             ivf.cp.niter = cfg.kmeans_iters
             t = time.perf_counter()
-            ivf.train(sample)  # the coarse k-means runs once; a later index reuses the trained quantizer
-            ivf.add(base)
+            with building(cfg, faiss):
+                ivf.train(sample)  # the coarse k-means runs once; a later index reuses the trained quantizer
+                ivf.add(base)
             build = time.perf_counter() - t
             trained = trained or build
             label = "IVF-Flat" if kind == "ivf-flat" else "IVF-SQ8"
@@ -418,6 +453,7 @@ def run_oracle(ds: Dataset, cfg: OracleConfig | None = None, log: Log = log) -> 
         versions={"hnswlib": _version("hnswlib"), "faiss-cpu": _version("faiss-cpu"), "numpy": np.__version__},
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         notes=["single thread, every thread of the process pinned to the CPU named; queries searched one at a time",
+               f"index builds of hnswlib/faiss on {cfg.build_threads} thread(s); the stage builds on one",
                "hnswlib/faiss are called from Python once per query (a few µs of call overhead each); the 'batched' "
                "figure (all queries in one call, one thread) has none",
                "the stage runs in-process (no HTTP): VectorDB::bulk_insert in batches, its build timed as the first "
@@ -475,6 +511,8 @@ def oracle_command(
     libraries: Annotated[str, typer.Option(help="Comma-separated: hnswlib,faiss,stage.")] = "hnswlib,faiss,stage",
     floor: Annotated[float, typer.Option(help="Recall@10 floor for the best-QPS figures.")] = 0.95,
     cpu: Annotated[int, typer.Option(help="The one CPU everything is pinned to.")] = 0,
+    build_threads: Annotated[int, typer.Option(min=1, help="Threads for the libraries' index builds only "
+                                               "(searches stay on one thread on --cpu).")] = 1,
     max_queries: Annotated[int | None, typer.Option(min=1, help="Only the first N hidden queries.")] = None,
     repeats: Annotated[int, typer.Option(min=1, help="Timed passes per point; the fastest counts.")] = 3,
     stage: Annotated[Path | None, typer.Option(help="Stage folder (default: the final reference stage).")] = None,
@@ -497,7 +535,7 @@ def oracle_command(
         ds = DatasetStore(data_dir).get(dataset)
         cfg = OracleConfig(
             libraries=_choices(libraries, "--libraries", ("hnswlib", "faiss", "stage")), recall_floor=floor, cpu=cpu,
-            max_queries=max_queries, repeats=repeats, hnsw_m=_ints(hnsw_m, "--hnsw-m"),
+            build_threads=build_threads, max_queries=max_queries, repeats=repeats, hnsw_m=_ints(hnsw_m, "--hnsw-m"),
             hnsw_ef_construction=_ints(ef_construction, "--ef-construction"), ef_search=_ints(ef, "--ef"),
             faiss_indexes=_choices(faiss_indexes, "--faiss-indexes", ("hnsw", "ivf-flat", "ivf-sq8")),
             faiss_hnsw_m=_ints(faiss_hnsw_m, "--faiss-hnsw-m"), nlist=nlist, nprobe=_ints(nprobe, "--nprobe"),
