@@ -153,7 +153,7 @@ async fn send_batch(
                 .map_err(|e| format!("connect to {}: {e}", plan.addr))?;
         }
         client
-            .post("/bulk_insert", batch.body.clone(), plan.max_body, buf)
+            .post("/bulk_insert", &batch.body, plan.max_body, buf)
             .await
             .map_err(|f| f.detail)
     };
@@ -171,12 +171,8 @@ async fn send_batch(
             });
         }
     };
-    if status != hyper::StatusCode::OK {
-        return Err(format!(
-            "HTTP {}: {}",
-            status.as_u16(),
-            lossy_prefix(buf, 200)
-        ));
+    if status != 200 {
+        return Err(format!("HTTP {status}: {}", lossy_prefix(buf, 200)));
     }
     match serde_json::from_slice::<BulkResponse>(buf) {
         Ok(BulkResponse { inserted: Some(n) }) if n == batch.count as u64 => Ok(()),

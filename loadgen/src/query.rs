@@ -11,8 +11,8 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::client::Client;
-use crate::validate::{check_search, lossy_prefix, ErrorKind, Failure, Hit};
+use crate::client::{post_request, Client};
+use crate::validate::{check_search_into, lossy_prefix, ErrorKind, Failure, Hit};
 
 /// A server that refuses every connection for this long, with no successful exchange by
 /// any worker meanwhile, is taken for dead and the run is aborted.
@@ -196,17 +196,85 @@ impl RunState {
     }
 }
 
+/// Every request of a phase, whole (request line, headers, body), built before its clock
+/// starts: request q is `bytes[offsets[q]..offsets[q + 1]]`. One block, not a vector per
+/// request, so that finding a request costs no extra cache miss.
+pub struct Requests {
+    bytes: Vec<u8>,
+    offsets: Vec<usize>,
+}
+
+impl Requests {
+    fn new(addr: SocketAddr, bodies: &[Bytes]) -> Self {
+        let mut bytes = Vec::new();
+        let mut offsets = Vec::with_capacity(bodies.len() + 1);
+        offsets.push(0);
+        for body in bodies {
+            bytes.extend_from_slice(&post_request(addr, "/search", body));
+            offsets.push(bytes.len());
+        }
+        Self { bytes, offsets }
+    }
+
+    fn get(&self, q: usize) -> &[u8] {
+        &self.bytes[self.offsets[q]..self.offsets[q + 1]]
+    }
+}
+
+/// A hint to the CPU to bring the cache line at `at` in; no effect on the program's meaning.
+#[inline(always)]
+fn prefetch<T>(at: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults, whatever the address, and SSE (which provides it) is
+    // part of the x86_64 baseline.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(at.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
+}
+
 /// One phase (the warm-up or a pass) as its workers see it.
 struct PhaseCtx {
     run: Arc<RunState>,
     /// Pass index; -1 for the warm-up, which records nothing.
     pass: i64,
-    bodies: Arc<Vec<Bytes>>,
+    requests: Arc<Requests>,
+    /// Addresses of `Returned`'s ids and distances and its (queries, k), only to prefetch.
+    returned_at: (usize, usize),
+    returned_shape: (usize, usize),
     order: Vec<u32>,
     cursor: AtomicUsize,
+    /// Number of workers: how far ahead of its own index a worker prefetches.
+    workers: usize,
     deadline: Option<Instant>,
     timed_out: AtomicBool,
     error_counts: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl PhaseCtx {
+    /// Prefetches what the request at position `i` of the order will touch: its request
+    /// bytes (the kernel copies them) and its result slots; the offsets for the one after.
+    fn prefetch(&self, i: usize) {
+        if let Some(&q) = self.order.get(i + self.workers) {
+            prefetch(self.requests.offsets.as_ptr().wrapping_add(q as usize));
+        }
+        let Some(&q) = self.order.get(i) else {
+            return;
+        };
+        let q = q as usize;
+        let (start, end) = (self.requests.offsets[q], self.requests.offsets[q + 1]);
+        for line in (start..end).step_by(64) {
+            prefetch(self.requests.bytes.as_ptr().wrapping_add(line));
+        }
+        if let Ok(pass) = usize::try_from(self.pass) {
+            let (queries, k) = self.returned_shape;
+            let at = (pass * queries + q) * k;
+            prefetch((self.returned_at.0 + at * 8) as *const u8);
+            prefetch((self.returned_at.1 + at * 4) as *const u8);
+        }
+    }
 }
 
 struct Tally {
@@ -254,13 +322,15 @@ pub async fn run_queries(plan: QueryPlan) -> (QueryStats, Returned) {
     // Connections persist across phases, so passes start on warm keep-alive connections.
     let mut pool: Vec<Client> = (0..most).map(|_| Client::new(plan.addr)).collect();
     let mut stats = QueryStats::default();
+    // Every request's bytes, built before any clock starts.
+    let requests = |bodies: &[Bytes]| Arc::new(Requests::new(plan.addr, bodies));
 
     if let Some(w) = &plan.warmup {
         let order = (0..w.count).map(|i| (i % w.bodies.len()) as u32).collect();
         let r = run_phase(
             &run,
             -1,
-            w.bodies.clone(),
+            requests(&w.bodies),
             order,
             w.concurrency,
             w.time_limit,
@@ -276,6 +346,7 @@ pub async fn run_queries(plan: QueryPlan) -> (QueryStats, Returned) {
             error_counts: r.error_counts,
         };
     }
+    let pass_requests = requests(&plan.bodies);
     for (p, order) in plan.orders.iter().enumerate() {
         if run.is_aborted() {
             break;
@@ -283,7 +354,7 @@ pub async fn run_queries(plan: QueryPlan) -> (QueryStats, Returned) {
         let r = run_phase(
             &run,
             p as i64,
-            plan.bodies.clone(),
+            pass_requests.clone(),
             order.clone(),
             plan.concurrency,
             plan.pass_time_limit,
@@ -336,7 +407,7 @@ fn pass_stats(r: PhaseResult) -> PassStats {
 async fn run_phase(
     run: &Arc<RunState>,
     pass: i64,
-    bodies: Arc<Vec<Bytes>>,
+    requests: Arc<Requests>,
     order: Vec<u32>,
     concurrency: usize,
     time_limit: Option<Duration>,
@@ -353,9 +424,18 @@ async fn run_phase(
     let ctx = Arc::new(PhaseCtx {
         run: run.clone(),
         pass,
-        bodies,
+        requests,
+        returned_at: {
+            let returned = run.returned.lock().unwrap();
+            (returned.ids.as_ptr() as usize, returned.dists.as_ptr() as usize)
+        },
+        returned_shape: {
+            let returned = run.returned.lock().unwrap();
+            (returned.queries, returned.k)
+        },
         order,
         cursor: AtomicUsize::new(0),
+        workers: concurrency,
         deadline: time_limit.map(|t| start + t),
         timed_out: AtomicBool::new(false),
         error_counts: Mutex::new(BTreeMap::new()),
@@ -403,11 +483,20 @@ async fn worker(ctx: Arc<PhaseCtx>, mut client: Client) -> (Tally, Client) {
         last_done: None,
     };
     let mut buf = Vec::new();
+    let mut hits: Vec<Hit> = Vec::with_capacity(settings.top_k.min(1024) as usize);
+    // One timer per worker, re-armed lazily: it is reset only when it would fire late, and
+    // when it fires before the current request's deadline it is pushed to that deadline.
+    // Requests take microseconds and the timeout seconds, so it is rarely touched, where a
+    // timeout per request would register and cancel a timer every time.
+    let mut timer = std::pin::pin!(tokio::time::sleep(settings.request_timeout));
     loop {
         if ctx.run.is_aborted() {
             break;
         }
-        if ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+        // One clock read serves the pass deadline, the request deadline and, unless a
+        // connection must be opened first, the send time.
+        let now = Instant::now();
+        if ctx.deadline.is_some_and(|d| now >= d) {
             if ctx.cursor.load(Ordering::Relaxed) < ctx.order.len() {
                 ctx.timed_out.store(true, Ordering::Relaxed);
             }
@@ -417,49 +506,65 @@ async fn worker(ctx: Arc<PhaseCtx>, mut client: Client) -> (Tally, Client) {
         let Some(&query) = ctx.order.get(i) else {
             break;
         };
+        // The queries a few requests ahead are in random order: fetch their request bytes
+        // and result slots into the cache while this one is on the wire.
+        ctx.prefetch(i + ctx.workers);
         tally.sent += 1;
-        let attempt = send_search(
-            &ctx,
-            &mut client,
-            ctx.bodies[query as usize].clone(),
-            &mut buf,
-        );
         // A warm-up request may take up to the rest of the warm-up: it is there to absorb a
         // lazy index build, which can take far longer than one query may in a pass.
         let mut limit = settings.request_timeout;
         if ctx.pass < 0 {
             if let Some(deadline) = ctx.deadline {
-                limit = limit.max(deadline.saturating_duration_since(Instant::now()));
+                limit = limit.max(deadline.saturating_duration_since(now));
             }
         }
-        let outcome = match tokio::time::timeout(limit, attempt).await {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                client.disconnect();
-                let detail = format!("no complete response within {limit:?}");
-                Err(Failure::new(ErrorKind::Timeout, detail))
+        let deadline = tokio::time::Instant::from_std(now) + limit;
+        if timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
+        }
+        let outcome = {
+            let request = ctx.requests.get(query as usize);
+            let attempt = send_search(&ctx, &mut client, request, now, &mut buf);
+            let mut attempt = std::pin::pin!(attempt);
+            loop {
+                tokio::select! {
+                    biased;
+                    outcome = &mut attempt => break Some(outcome),
+                    () = &mut timer => {
+                        if tokio::time::Instant::now() >= deadline {
+                            break None;
+                        }
+                        timer.as_mut().reset(deadline);
+                    }
+                }
             }
         };
+        let outcome = outcome.unwrap_or_else(|| {
+            client.disconnect();
+            let detail = format!("no complete response within {limit:?}");
+            Err(Failure::new(ErrorKind::Timeout, detail))
+        });
         let done = Instant::now();
         tally.last_done = Some(done);
         let failure = match outcome {
             Err(failure) => Some(failure),
             Ok(sent_at) => {
                 ctx.run.mark_alive_at(done);
-                let checked = check_search(&buf, settings.top_k, settings.max_id);
-                if let (Some(hits), Ok(pass)) = (&checked.hits, usize::try_from(ctx.pass)) {
+                let (parsed, failure) =
+                    check_search_into(&buf, settings.top_k, settings.max_id, &mut hits);
+                if let (true, Ok(pass)) = (parsed, usize::try_from(ctx.pass)) {
                     ctx.run
                         .returned
                         .lock()
                         .unwrap()
-                        .store(pass, query as usize, hits);
+                        .store(pass, query as usize, &hits);
                 }
-                if checked.failure.is_none() {
+                if failure.is_none() {
                     tally.completed += 1;
                     let us = done.duration_since(sent_at).as_micros().max(1) as u64;
                     tally.latency_us.saturating_record(us);
                 }
-                checked.failure
+                failure
             }
         };
         if let Some(failure) = failure {
@@ -480,19 +585,21 @@ async fn worker(ctx: Arc<PhaseCtx>, mut client: Client) -> (Tally, Client) {
 async fn send_search(
     ctx: &PhaseCtx,
     client: &mut Client,
-    body: Bytes,
+    request: &[u8],
+    now: Instant,
     buf: &mut Vec<u8>,
 ) -> Result<Instant, Failure> {
+    let mut sent_at = now;
     if !client.ready().await {
         connect_or_abort(&ctx.run, client).await?;
+        sent_at = Instant::now();
     }
-    let sent_at = Instant::now();
     let status = client
-        .post("/search", body, ctx.run.settings.max_body, buf)
+        .send(request, ctx.run.settings.max_body, buf)
         .await?;
-    if status != hyper::StatusCode::OK {
+    if status != 200 {
         ctx.run.mark_alive();
-        let detail = format!("HTTP {}: {}", status.as_u16(), lossy_prefix(buf, 200));
+        let detail = format!("HTTP {status}: {}", lossy_prefix(buf, 200));
         return Err(Failure::new(ErrorKind::HttpStatus, detail));
     }
     Ok(sent_at)
