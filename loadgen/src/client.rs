@@ -195,13 +195,17 @@ impl Conn {
             break head;
         };
         if head.status == 101 {
-            return Err(Failure::new(ErrorKind::Io, "unexpected 101 Switching Protocols"));
+            return Err(Failure::new(
+                ErrorKind::Io,
+                "unexpected 101 Switching Protocols",
+            ));
         }
         let keep_alive = match head.framing {
             Framing::Empty => head.keep_alive,
             Framing::Length(len) => {
                 if len > max_body as u64 {
-                    let detail = format!("Content-Length {len} exceeds the limit of {max_body} bytes");
+                    let detail =
+                        format!("Content-Length {len} exceeds the limit of {max_body} bytes");
                     return Err(Failure::new(ErrorKind::BodyTooLarge, detail));
                 }
                 let len = len as usize;
@@ -543,7 +547,11 @@ mod tests {
         addr
     }
 
-    async fn exchange_all(responses: &[&[u8]], piece: usize, max_body: usize) -> Vec<Result<(u16, Vec<u8>), Failure>> {
+    async fn exchange_all(
+        responses: &[&[u8]],
+        piece: usize,
+        max_body: usize,
+    ) -> Vec<Result<(u16, Vec<u8>), Failure>> {
         let addr = serve(responses.iter().map(|r| r.to_vec()).collect(), piece).await;
         let mut client = Client::new(addr);
         let request = post_request(addr, "/search", b"{}");
@@ -560,7 +568,10 @@ mod tests {
     }
 
     fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
     }
 
     #[test]
@@ -575,7 +586,8 @@ mod tests {
 
     #[test]
     fn keep_alive_content_length_responses_in_small_pieces() {
-        let one: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 5\r\n\r\nhello";
+        let one: &[u8] =
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 5\r\n\r\nhello";
         let two: &[u8] = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 3\r\n\r\nbad";
         for piece in [1, 7, 1000] {
             let results = rt().block_on(exchange_all(&[one, two, one], piece, 100));
@@ -591,14 +603,19 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n";
         for piece in [1, 5, 1000] {
             let results = rt().block_on(exchange_all(&[chunked, chunked], piece, 100));
-            assert_eq!(results[0], Ok((200, b"hello world".to_vec())), "piece {piece}");
+            assert_eq!(
+                results[0],
+                Ok((200, b"hello world".to_vec())),
+                "piece {piece}"
+            );
             assert_eq!(results[1], Ok((200, b"hello world".to_vec())));
         }
     }
 
     #[test]
     fn interim_responses_are_skipped_and_204_has_no_body() {
-        let r: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let r: &[u8] =
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
         let empty: &[u8] = b"HTTP/1.1 204 No Content\r\n\r\n";
         let results = rt().block_on(exchange_all(&[r, empty, r], 1000, 100));
         assert_eq!(results[0], Ok((200, b"ok".to_vec())));
@@ -621,7 +638,9 @@ mod tests {
                 let mut client = Client::new(addr);
                 client.connect().await.unwrap();
                 let mut out = Vec::new();
-                let status = client.send(&post_request(addr, "/", b""), 100, &mut out).await;
+                let status = client
+                    .send(&post_request(addr, "/", b""), 100, &mut out)
+                    .await;
                 assert_eq!(status, Ok(200));
                 assert!(out == b"ok" || out == b"until close");
                 assert!(!client.ready().await, "connection kept after {r:?}");
@@ -638,10 +657,18 @@ mod tests {
         let short: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc";
         for (r, kind, words) in [
             (big, ErrorKind::BodyTooLarge, "Content-Length 1000 exceeds"),
-            (big_chunk, ErrorKind::BodyTooLarge, "exceeds the limit of 100"),
+            (
+                big_chunk,
+                ErrorKind::BodyTooLarge,
+                "exceeds the limit of 100",
+            ),
             (gzip, ErrorKind::Io, "unsupported Transfer-Encoding"),
             (garbage, ErrorKind::Io, "malformed response head"),
-            (short, ErrorKind::Io, "closed by the server before the response body"),
+            (
+                short,
+                ErrorKind::Io,
+                "closed by the server before the response body",
+            ),
         ] {
             let results = rt().block_on(exchange_all(&[r], 1000, 100));
             let failure = results[0].clone().unwrap_err();

@@ -427,7 +427,10 @@ async fn run_phase(
         requests,
         returned_at: {
             let returned = run.returned.lock().unwrap();
-            (returned.ids.as_ptr() as usize, returned.dists.as_ptr() as usize)
+            (
+                returned.ids.as_ptr() as usize,
+                returned.dists.as_ptr() as usize,
+            )
         },
         returned_shape: {
             let returned = run.returned.lock().unwrap();
@@ -594,9 +597,7 @@ async fn send_search(
         connect_or_abort(&ctx.run, client).await?;
         sent_at = Instant::now();
     }
-    let status = client
-        .send(request, ctx.run.settings.max_body, buf)
-        .await?;
+    let status = client.send(request, ctx.run.settings.max_body, buf).await?;
     if status != 200 {
         ctx.run.mark_alive();
         let detail = format!("HTTP {status}: {}", lossy_prefix(buf, 200));

@@ -263,8 +263,8 @@ mod fast {
     }
 
     const POW10: [f64; 23] = [
-        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-        1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
     ];
 
     pub(super) fn parse(body: &[u8], hits: &mut Vec<Hit>) -> Option<()> {
@@ -451,12 +451,17 @@ mod tests {
         let mut hits = Vec::new();
         let fast = fast::parse(body, &mut hits).is_some();
         if fast {
-            let serde: SearchResponse = serde_json::from_slice(body)
-                .unwrap_or_else(|e| panic!("fast took {:?}, serde_json: {e}", lossy_prefix(body, 200)));
+            let serde: SearchResponse = serde_json::from_slice(body).unwrap_or_else(|e| {
+                panic!("fast took {:?}, serde_json: {e}", lossy_prefix(body, 200))
+            });
             assert_eq!(hits.len(), serde.results.len());
             for (a, b) in hits.iter().zip(&serde.results) {
                 assert_eq!(a.id, b.id);
-                assert_eq!(a.distance.map(f64::to_bits), b.distance.map(f64::to_bits), "{body:?}");
+                assert_eq!(
+                    a.distance.map(f64::to_bits),
+                    b.distance.map(f64::to_bits),
+                    "{body:?}"
+                );
             }
         }
         fast
@@ -499,7 +504,10 @@ mod tests {
         // Whatever the fast parser leaves is still judged: valid JSON with extra keys passes.
         let extra = br#"{"took":3,"results":[{"id":1,"distance":0,"x":[1]}]}"#;
         assert!(check_search(extra, 1, 10).failure.is_none());
-        assert_eq!(kind(br#"{"results":[{"id":1.5,"distance":0}]}"#, 1, 10), Some(ErrorKind::BadJson));
+        assert_eq!(
+            kind(br#"{"results":[{"id":1.5,"distance":0}]}"#, 1, 10),
+            Some(ErrorKind::BadJson)
+        );
     }
 
     #[test]
@@ -522,14 +530,22 @@ mod tests {
             let (int, frac) = text.split_at(text.len() - point);
             let int = int.trim_start_matches('0');
             let int = if int.is_empty() { "0" } else { int };
-            let number = if frac.is_empty() { int.to_string() } else { format!("{int}.{frac}") };
+            let number = if frac.is_empty() {
+                int.to_string()
+            } else {
+                format!("{int}.{frac}")
+            };
             let f = (next() as f32 / 1e9).to_string();
             for n in [number.as_str(), f.as_str()] {
                 let body = format!(r#"{{"results":[{{"id":1,"distance":{n}}}]}}"#);
                 assert!(fast_agrees(body.as_bytes()), "{body}");
                 let mut hits = Vec::new();
                 fast::parse(body.as_bytes(), &mut hits).unwrap();
-                assert_eq!(hits[0].distance.unwrap().to_bits(), n.parse::<f64>().unwrap().to_bits(), "{n}");
+                assert_eq!(
+                    hits[0].distance.unwrap().to_bits(),
+                    n.parse::<f64>().unwrap().to_bits(),
+                    "{n}"
+                );
             }
         }
     }
