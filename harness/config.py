@@ -72,6 +72,15 @@ class DatasetConfig(Strict):
     data_dir: Path | None = None
 
 
+def cpu_count(cpus: str) -> int:
+    """How many CPUs a list like "0", "0-3,6" names."""
+    n = 0
+    for part in cpus.split(","):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n
+
+
 class ScorerConfig(Strict):
     """The benchmark protocol and its limits (see DESIGN.md, "The scorer: a fair benchmark")."""
 
@@ -100,6 +109,11 @@ class ScorerConfig(Strict):
     pids_limit: int = Field(512, gt=0)
     log_tail_bytes: int = Field(8192, gt=0)
     distance_rtol: float = Field(1e-3, gt=0)
+    # strict: each pass also sends this share of queries never sent before; when remembered
+    # queries are answered faster than those, by enough to buy `repeat_gain_limit` x QPS, the
+    # submission caches answers (see evaluate.repeat_speedup).
+    fresh_fraction: float = Field(0.1, ge=0, lt=0.5)
+    repeat_gain_limit: float = Field(1.25, gt=1)
     image: str | None = None
 
     @field_validator("server_cpus", "loadgen_cpus")

@@ -235,9 +235,14 @@ def test_query_counts_each_error_kind_and_writes_results_by_query(bins, serve, t
         tmp_path,
         server.addr,
         orders,
-        extra=["--max-body-bytes", "4096", "--warmup-queries", str(warmup), "--warmup-count", "7"],
+        extra=["--max-body-bytes", "4096", "--warmup-queries", str(warmup), "--warmup-count", "7",
+               "--latency-out", str(tmp_path / "latency.f32")],
     )
 
+    # Latency per (pass, query): only the 10 valid answers have one.
+    latency = np.fromfile(tmp_path / "latency.f32", dtype="<f4").reshape(2, 20)
+    assert (np.isfinite(latency) == (np.arange(20) < 10)).all()
+    assert (latency[:, :10] > 0).all() and (latency[:, :10] < 5000).all()
     assert stats["aborted"] is None
     assert stats["warmup"]["sent"] == 7 and stats["warmup"]["completed"] == 7
     assert stats["error_counts"] == {kind: 2 for kind, _ in BAD.values()}

@@ -140,6 +140,59 @@ def caching_suspected(pass_qps: list[float], ratio: float = 3.0) -> list[str]:
     return []
 
 
+def fresh_pools(nq: int, passes: int, fraction: float) -> int:
+    """Size of each pass's pool of fresh queries: pass p sends the shared queries (sent in every
+    pass) plus its own pool (sent in that pass only), and pools are ``fraction`` of a pass."""
+    if passes < 2 or fraction <= 0:
+        return 0
+    return int(fraction * nq / (1 + (passes - 1) * fraction))
+
+
+def repeat_speedup(latency_ms: np.ndarray, fresh: list[np.ndarray], repeated: np.ndarray, *, concurrency: int,
+                   server_cpus: int, limit: float = 1.25, min_samples: int = 20,
+                   z_min: float = 3.0) -> list[str] | None:
+    """Flag a server that answers queries it has seen before faster than queries it has not.
+
+    Within one later pass, the repeated queries (sent in every earlier pass) and that pass's
+    fresh ones (never sent before) share the machine, the moment and the connections: load moves
+    both alike, so only a memory of answers makes them differ. From the latencies we estimate
+    how much QPS the difference bought: with C requests in flight on P = min(C, server CPUs)
+    CPUs, a request waits behind about (C - P) / P others, so the mean latency is C / P mean
+    service times and a latency difference between the two kinds is a service-time difference:
+
+        gain = measured QPS / (QPS if every query cost what a fresh one costs)
+             = 1 + share_repeated * (C / P) * (median_fresh - median_repeated) / mean_latency
+
+    Flagged when, in every later pass, the gain exceeds ``limit`` and the fresh latencies are
+    larger beyond doubt (Mann-Whitney U, z >= ``z_min``). ``latency_ms``: shape (passes,
+    queries), NaN where not sent or failed; ``fresh[p]`` and ``repeated`` index the queries.
+    None: too few answers of either kind in some later pass to tell.
+    """
+    from scipy.stats import mannwhitneyu
+
+    p_cpus = max(1, min(concurrency, server_cpus))
+    found = []
+    for p in range(1, latency_ms.shape[0]):
+        f = latency_ms[p, fresh[p]].astype(np.float64)
+        r = latency_ms[p, repeated].astype(np.float64)
+        f, r = f[np.isfinite(f)], r[np.isfinite(r)]
+        if f.size < min_samples or r.size < min_samples:
+            return None
+        mean = float(np.concatenate([f, r]).mean())
+        delta = float(np.median(f) - np.median(r))
+        gain = 1 + r.size / (f.size + r.size) * (concurrency / p_cpus) * delta / mean if mean > 0 else 1.0
+        test = mannwhitneyu(f, r, alternative="greater", method="asymptotic")
+        z = float(test.statistic - f.size * r.size / 2) / float(np.sqrt(f.size * r.size * (f.size + r.size + 1) / 12))
+        if gain < limit or z < z_min:
+            return []
+        found.append((p, gain, float(np.median(f)), float(np.median(r))))
+    if not found:
+        return None if latency_ms.shape[0] < 2 else []
+    p, gain, fm, rm = max(found, key=lambda t: t[1])
+    return [f"queries seen in earlier passes were answered faster than new ones in the same pass (median "
+            f"{rm:.3f} ms vs {fm:.3f} ms in pass {p + 1}), worth about {gain:.2f}x QPS: results cached across passes"]
+
+
 def _first_mismatch(dists: np.ndarray, true_sq: np.ndarray, kind: str, rtol: float) -> tuple[int, int]:
     want = np.sqrt(true_sq) if kind == "euclidean" else true_sq
     bad = np.isfinite(dists) & np.isfinite(want) & (np.abs(dists - want) > rtol * np.maximum(1.0, want))

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from harness.config import ScorerConfig
+from harness.config import ScorerConfig, cpu_count
 from harness.datasets.formats import atomic_write_bytes, write_vecs
 from harness.datasets.store import Dataset
-from harness.scorer.evaluate import caching_suspected, judge_pass
+from harness.scorer.evaluate import caching_suspected, fresh_pools, judge_pass, repeat_speedup
 from harness.scorer.record import PassResult, Score, Status
 from harness.scorer.runner import Runner, Server
 from harness.scorer.submission import check_rules, prepare, tree_hash
@@ -29,6 +29,11 @@ Log = Callable[[str], None]
 # Loadgen error kinds that mean the server broke the response contract.
 CONTRACT_ERRORS = ("http_status", "body_too_large", "bad_json", "wrong_k", "duplicate_ids", "id_out_of_range",
                    "bad_distance", "unsorted")
+
+
+# Passes shorter than this are too short for their QPS to mean anything (a 10 ms pass moves 10x
+# with one hiccup of the machine).
+MIN_TIMED_PASS_S = 1.0
 
 
 class _Stop(Exception):
@@ -141,7 +146,7 @@ class Scorer:
             raise _Stop(Status.LOAD_FAILED, f"bulk insert failed: {why}")
 
     def _query(self, server: Server, io: Path, phases: dict[str, float], state: dict[str, Any]) -> None:
-        queries, orders, warmup = self._plan()
+        queries, orders, warmup = self._plan(state)
         inputs = {"queries.fvecs": io / "queries.fvecs", "orders.u32": io / "orders.u32",
                   "warmup.fvecs": io / "warmup.fvecs"}
         write_vecs(inputs["queries.fvecs"], queries)
@@ -157,7 +162,8 @@ class Scorer:
                 "--request-timeout-s", str(self.cfg.request_timeout_s),
                 "--warmup-queries", "{in}/warmup.fvecs", "--warmup-count", str(self.cfg.warmup_queries),
                 "--warmup-concurrency", "1", "--warmup-time-limit-s", str(self.cfg.warmup_timeout_s),
-                "--ids-out", "{out}/ids.i64", "--dists-out", "{out}/dists.f32", "--out", "{out}/stats.json"]
+                "--ids-out", "{out}/ids.i64", "--dists-out", "{out}/dists.f32", "--latency-out", "{out}/latency.f32",
+                "--out", "{out}/stats.json"]
         run = self._timed(phases, "query", lambda: self.runner.loadgen(
             server, args, inputs, out, self.cfg.benchmark_timeout_s))
         stats = _read_json(out / "stats.json")
@@ -210,7 +216,18 @@ class Scorer:
         # A submission must be right in every pass: the worst pass's recall is its recall.
         state["recall"] = min(recalls)
         if self.cfg.protocol == "strict":
-            cheats = caching_suspected([p.qps for p in passes])
+            # Remembered versus fresh queries within each pass decides; only when there are too
+            # few fresh answers to tell, the passes' QPS (if they are long enough to time).
+            verdict = None
+            latency_file = io / "query" / "latency.f32"
+            if state.get("fresh") and latency_file.is_file():
+                latency = np.fromfile(latency_file, dtype="<f4").reshape(len(passes), nq)
+                verdict = repeat_speedup(latency, state["fresh"], state["shared"], concurrency=self.cfg.concurrency,
+                                         server_cpus=cpu_count(self.cfg.server_cpus),
+                                         limit=self.cfg.repeat_gain_limit)
+            if verdict is None and min(p.elapsed_s for p in passes) >= MIN_TIMED_PASS_S:
+                verdict = caching_suspected([p.qps for p in passes])
+            cheats = verdict or []
             if cheats:
                 state["findings"].extend(cheats)
                 return Status.CHEAT_SUSPECTED, cheats[0]
@@ -222,7 +239,7 @@ class Scorer:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _plan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _plan(self, state: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The hidden queries used, the order of each pass, and the warm-up vectors."""
         queries = np.asarray(self.dataset.queries("test"))
         if self.cfg.max_queries:
@@ -233,8 +250,17 @@ class Scorer:
             orders = np.random.default_rng(self.cfg.seed).permutation(nq)[None, :]
             warmup = queries[: max(1, self.cfg.warmup_queries)]
         else:
-            # A fresh order per pass; the warm-up uses vectors near the base, never a hidden query.
-            orders = np.stack([np.random.default_rng([self.cfg.seed, p]).permutation(nq)
+            # A fresh order per pass. Most queries ("shared") are sent in every pass; each pass also
+            # sends its own pool of queries no pass sent before, so that within a later pass the
+            # latency of remembered and of new queries can be compared (a cache of answers shows).
+            # Every hidden query is sent in some pass. The warm-up uses vectors near the base,
+            # never a hidden query.
+            size = fresh_pools(nq, self.cfg.passes, self.cfg.fresh_fraction)
+            perm = np.random.default_rng([self.cfg.seed, 7]).permutation(nq)
+            pools = [perm[p * size:(p + 1) * size] for p in range(self.cfg.passes)]
+            shared = perm[self.cfg.passes * size:]
+            state["fresh"], state["shared"] = pools, shared
+            orders = np.stack([np.random.default_rng([self.cfg.seed, p]).permutation(np.concatenate([shared, pools[p]]))
                                for p in range(self.cfg.passes)])
             rng = np.random.default_rng([self.cfg.seed, 1_000_003])
             base = self.dataset.base()

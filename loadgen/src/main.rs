@@ -93,6 +93,10 @@ struct QueryArgs {
     /// Returned distances, little-endian f32, same shape, NaN where missing.
     #[arg(long)]
     dists_out: PathBuf,
+    /// Latency of every answered query in ms, little-endian f32, shape (passes, queries),
+    /// NaN where the query was not sent or failed.
+    #[arg(long)]
+    latency_out: Option<PathBuf>,
     #[arg(long)]
     out: PathBuf,
     #[arg(long, default_value_t = 1 << 20)]
@@ -212,5 +216,13 @@ async fn query(args: QueryArgs) -> Result<()> {
         .collect();
     loadgen::write_atomic(&args.ids_out, &ids)?;
     loadgen::write_atomic(&args.dists_out, &dists)?;
+    if let Some(path) = &args.latency_out {
+        let latency: Vec<u8> = returned
+            .latency_ms
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        loadgen::write_atomic(path, &latency)?;
+    }
     loadgen::write_json(&args.out, &stats)
 }

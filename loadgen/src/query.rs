@@ -107,12 +107,14 @@ pub struct QueryStats {
 }
 
 /// Returned neighbours of every pass, shape (passes, queries, k), indexed by query index:
-/// -1 / NaN where nothing was returned.
+/// -1 / NaN where nothing was returned; and the latency of every answered query, shape
+/// (passes, queries), NaN where the query was not sent or failed.
 pub struct Returned {
     pub k: usize,
     pub queries: usize,
     pub ids: Vec<i64>,
     pub dists: Vec<f32>,
+    pub latency_ms: Vec<f32>,
 }
 
 impl Returned {
@@ -123,10 +125,12 @@ impl Returned {
             queries,
             ids: vec![-1; n],
             dists: vec![f32::NAN; n],
+            latency_ms: vec![f32::NAN; passes * queries],
         }
     }
 
-    fn store(&mut self, pass: usize, query: usize, hits: &[Hit]) {
+    fn store(&mut self, pass: usize, query: usize, hits: &[Hit], latency_ms: f32) {
+        self.latency_ms[pass * self.queries + query] = latency_ms;
         let at = (pass * self.queries + query) * self.k;
         for j in 0..self.k {
             let hit = hits.get(j);
@@ -555,16 +559,21 @@ async fn worker(ctx: Arc<PhaseCtx>, mut client: Client) -> (Tally, Client) {
                 ctx.run.mark_alive_at(done);
                 let (parsed, failure) =
                     check_search_into(&buf, settings.top_k, settings.max_id, &mut hits);
+                let took = done.duration_since(sent_at);
                 if let (true, Ok(pass)) = (parsed, usize::try_from(ctx.pass)) {
+                    let ms = match failure {
+                        None => took.as_secs_f32() * 1000.0,
+                        Some(_) => f32::NAN,
+                    };
                     ctx.run
                         .returned
                         .lock()
                         .unwrap()
-                        .store(pass, query as usize, &hits);
+                        .store(pass, query as usize, &hits, ms);
                 }
                 if failure.is_none() {
                     tally.completed += 1;
-                    let us = done.duration_since(sent_at).as_micros().max(1) as u64;
+                    let us = took.as_micros().max(1) as u64;
                     tally.latency_us.saturating_record(us);
                 }
                 failure

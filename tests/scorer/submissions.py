@@ -102,6 +102,28 @@ impl VectorDB {
         r
     }
 }"""),
+    # A cache that still pays a fifth of a search on a hit: worth ~2x QPS, below the pass-QPS bar
+    # (3x), so only the fresh-versus-remembered latency check can catch it.
+    "caches_modestly": ("search", """
+static CACHE: std::sync::OnceLock<
+    std::sync::Mutex<std::collections::HashMap<Vec<u32>, (Vec<(u64, f64)>, std::time::Duration)>>,
+> = std::sync::OnceLock::new();
+impl VectorDB {
+    pub fn search(&self, v: &[f32], k: u32) -> Vec<SearchResult> {
+        let key: Vec<u32> = v.iter().map(|x| x.to_bits()).collect();
+        let cache = CACHE.get_or_init(Default::default);
+        let hit = cache.lock().unwrap().get(&key).cloned();
+        if let Some((r, took)) = hit {
+            let until = std::time::Instant::now() + took / 5;
+            while std::time::Instant::now() < until { std::hint::spin_loop(); }
+            return r.iter().map(|&(id, distance)| SearchResult { id, distance }).collect();
+        }
+        let t = std::time::Instant::now();
+        let r = self.exact_search(v, k);
+        cache.lock().unwrap().insert(key, (r.iter().map(|x| (x.id, x.distance)).collect(), t.elapsed()));
+        r
+    }
+}"""),
     "memory_flood": ("bulk_insert", """
 impl VectorDB {
     pub fn bulk_insert(&self, vectors: Vec<(u64, Vec<f32>)>) -> usize {

@@ -2,7 +2,14 @@ import numpy as np
 
 from harness.datasets.generate import generate_sets
 from harness.datasets.groundtruth import exact_knn
-from harness.scorer.evaluate import caching_suspected, classify_distances, identical_results, judge_pass
+from harness.scorer.evaluate import (
+    caching_suspected,
+    classify_distances,
+    fresh_pools,
+    identical_results,
+    judge_pass,
+    repeat_speedup,
+)
 
 
 def _setup(k=10):
@@ -73,3 +80,74 @@ def test_identical_results_and_caching_detectors():
 
 def test_classify_distances_nothing_to_compare():
     assert classify_distances(np.full((2, 2), np.nan), np.full((2, 2), np.nan), 1e-3) == (None, 1.0)
+
+
+def test_fresh_pools_cover_the_queries():
+    assert fresh_pools(10_000, 3, 0.1) == 833  # 7,501 shared + 833 fresh = a pass; 3 pools + shared = all
+    assert fresh_pools(300, 1, 0.1) == 0 and fresh_pools(300, 3, 0.0) == 0
+    for nq, passes in ((300, 2), (10_000, 5), (1000, 3)):
+        size = fresh_pools(nq, passes, 0.1)
+        assert passes * size < nq and abs(size / (nq - (passes - 1) * size) - 0.1) < 0.01
+
+
+def _closed_loop(order, cost, concurrency, servers):
+    """Latency of each request of a closed loop (``concurrency`` clients) on ``servers`` FIFO servers."""
+    import heapq
+
+    clients = [0.0] * concurrency
+    free = [0.0] * servers
+    lat = {}
+    for q in order:
+        sent = heapq.heappop(clients)
+        start = max(sent, heapq.heappop(free))
+        done = start + cost(q)
+        heapq.heappush(free, done)
+        heapq.heappush(clients, done)
+        lat[q] = done - sent
+    return lat
+
+
+def _run(seed, nq=300, passes=3, hit=1.0, concurrency=4, servers=1, slow_pass=None):
+    """Latencies of a scoring's passes (the scorer's plan: shared queries plus a fresh pool per pass) for a
+    server whose queries cost a gamma-distributed time, and ``hit`` times that for answers it remembers."""
+    rng = np.random.default_rng(seed)
+    base_cost = rng.gamma(3.0, 1 / 3.0, nq)
+    size = fresh_pools(nq, passes, 0.1)
+    perm = rng.permutation(nq)
+    pools = [perm[p * size:(p + 1) * size] for p in range(passes)]
+    shared = perm[passes * size:]
+    seen: set[int] = set()
+    lat = np.full((passes, nq), np.nan, dtype=np.float32)
+    for p in range(passes):
+        order = rng.permutation(np.concatenate([shared, pools[p]]))
+        scale = 2.5 if p == slow_pass else 1.0
+        jitter = rng.lognormal(0, 0.3, nq)  # the machine's noise, per request
+
+        def cost(q, scale=scale, jitter=jitter):
+            return scale * jitter[q] * base_cost[q] * (hit if q in seen else 1.0)
+
+        for q, v in _closed_loop(order, cost, concurrency, servers).items():
+            lat[p, q] = v
+        seen.update(order.tolist())
+    return lat, pools, shared
+
+
+def _flag(run, concurrency=4, servers=1):
+    return repeat_speedup(*run, concurrency=concurrency, server_cpus=servers)
+
+
+def test_repeat_speedup_catches_caches_that_pay_and_spares_honest_servers():
+    # An answer cache that makes a remembered query 20x cheaper, or only 2x (worth ~1.8x QPS,
+    # which the pass-QPS check above lets through), on one core with 4 connections.
+    (msg,) = _flag(_run(1, hit=0.05))
+    assert "cached across passes" in msg and "faster than new ones" in msg
+    assert _flag(_run(2, nq=2000, hit=0.5))
+    # ... and on 4 cores (no queueing).
+    assert _flag(_run(3, nq=2000, hit=0.5, servers=4), servers=4)
+    # Honest servers: no alarm over many draws, small and large sets, even with a pass slowed 2.5x
+    # by load on the machine.
+    assert not any(_flag(_run(s)) for s in range(100))
+    assert not any(_flag(_run(s, nq=2000, slow_pass=1)) for s in range(100, 110))
+    # A modest gain (1.1x) is below the bar; too few fresh answers give no verdict.
+    assert not _flag(_run(4, nq=2000, hit=0.9))
+    assert _flag(_run(5, nq=100, hit=0.05)) is None

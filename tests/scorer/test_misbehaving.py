@@ -57,3 +57,19 @@ def test_misbehaving_submission(variant, docker_scorer, tmp_path):
     assert phrase in s.reason
     assert s.reason and time.monotonic() - t0 < 240
     assert len(s.server_log_tail) <= docker_scorer.cfg.log_tail_bytes
+
+
+def test_a_cache_worth_2x_is_caught_by_fresh_queries(sandbox_image, tmp_path_factory, tmp_path):
+    """1,000 hidden queries (fresh pools of 83 per pass): the modest cache gains about 2x QPS, which
+    the pass-QPS check lets through; the latency of remembered vs fresh queries does not."""
+    from harness.datasets.sources import generate_dataset
+    from harness.datasets.store import DatasetStore
+    from harness.scorer.docker_runner import DockerRunner
+
+    ds, _ = generate_dataset(DatasetStore(tmp_path_factory.mktemp("data1k")), "scorer-5k-1kq", n=5000,
+                             queries=1000, dev_queries=50, seed=11)
+    cfg = quick_scorer_config(image=sandbox_image, passes=3)
+    scorer = Scorer(cfg, ds, DockerRunner(cfg, build_cache="tests-misbehaving"))
+    s = scorer.score(write_variant("caches_modestly", tmp_path / "cm"), use_cache=False)
+    assert s.status == Status.CHEAT_SUSPECTED, (s.status, s.reason, [p.qps for p in s.passes])
+    assert "faster than new ones" in s.reason  # the latency check's verdict, not the pass-QPS one's
