@@ -28,7 +28,9 @@ def submission_tag(n: int) -> str:
 
 class Workspace:
     def __init__(self, path: Path, git_dir: Path) -> None:
-        self.path = Path(path)
+        # Absolute: git runs in the git dir, where a relative GIT_DIR/GIT_WORK_TREE would not resolve.
+        self.path = Path(path).resolve()
+        git_dir = Path(git_dir).resolve()
         self.repo = git.Repo(git_dir)
         self.repo.git.update_environment(**GIT_ENV, GIT_WORK_TREE=str(self.path), GIT_DIR=str(git_dir))
 
