@@ -63,6 +63,7 @@ class ScoringSplit(BaseModel):
     overhead_s: float
     overhead_fraction: float
     qps: float | None
+    qps_spread: float | None  # max/min of the scoring's own passes
     recall: float | None
     status: str
 
@@ -90,7 +91,7 @@ def split(score: Score) -> ScoringSplit:
     return ScoringSplit(total_s=total, build_s=ph.get("build", 0.0), load_s=ph.get("load", 0.0),
                         warmup_s=ph.get("warmup", 0.0), passes_s=round(passes, 3), overhead_s=round(overhead, 3),
                         overhead_fraction=round(overhead / total, 4) if total else 0.0, qps=score.qps,
-                        recall=score.recall, status=score.status.value)
+                        qps_spread=score.qps_spread, recall=score.recall, status=score.status.value)
 
 
 # -- 1. the load generator's ceiling -------------------------------------------------------------
@@ -170,7 +171,8 @@ def noise_row(splits: list[ScoringSplit]) -> Row:
                    detail="fewer than two scorings produced a QPS: " + ", ".join(s.status for s in splits))
     ratio = max(qps) / min(qps)
     return Row(name="noise (rescorings)", figure=round(ratio, 4), unit="max/min QPS", target="<= 1.05",
-               met=ratio <= 1.05, detail=f"{len(qps)} scorings, QPS " + ", ".join(f"{q:,.0f}" for q in qps))
+               met=ratio <= 1.05, detail=f"{len(qps)} scorings, QPS " + ", ".join(f"{q:,.0f}" for q in qps)
+               + "; within each, passes max/min " + ", ".join(f"{s.qps_spread:.2f}" for s in splits if s.qps_spread))
 
 
 def brute_force_row(score: Score) -> Row:

@@ -73,3 +73,11 @@ def test_a_cache_worth_2x_is_caught_by_fresh_queries(sandbox_image, tmp_path_fac
     s = scorer.score(write_variant("caches_modestly", tmp_path / "cm"), use_cache=False)
     assert s.status == Status.CHEAT_SUSPECTED, (s.status, s.reason, [p.qps for p in s.passes])
     assert "faster than new ones" in s.reason  # the latency check's verdict, not the pass-QPS one's
+
+
+def test_a_server_finds_no_data_and_no_way_out(docker_scorer, tmp_path):
+    """Nothing of the dataset, the hidden queries or the ground truth is in the server's container,
+    and it reaches no network: it can only answer honestly."""
+    s = docker_scorer.score(write_variant("snoops", tmp_path / "snoops"), use_cache=False)
+    assert s.status == Status.VALID, (s.reason, s.server_log_tail[-1500:])
+    assert "SNOOP files=[] reached=[]" in s.server_log_tail, s.server_log_tail[-1500:]
