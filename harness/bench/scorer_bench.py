@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from harness.datasets.formats import write_vecs
 from harness.scorer.record import Score
-from harness.scorer.runner import build_loadgen_locally
+from harness.scorer.runner import _free_port, build_loadgen_locally
 from harness.scorer.scorer import Scorer
 from harness.scorer.submission import REPO_ROOT
 
@@ -192,12 +192,6 @@ def rescore(scorer: Scorer, path: Path, n: int, log: Log) -> list[ScoringSplit]:
 
 
 # -- plumbing -------------------------------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def _wait_port(port: int, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
