@@ -96,7 +96,7 @@ def reference_episodes(root: Path = REFERENCE) -> list[list[Step]]:
             rel = f.relative_to(stage).as_posix()
             steps.append({"name": "write_file", "arguments": {"path": rel, "content": f.read_text()}})
         message = stage_message(stage)
-        steps.append({"name": "bash", "arguments": {"command": "devbench --queries 200 2>&1 | tail -n 15"}})
+        steps.append({"name": "bash", "arguments": {"command": "devbench --quick --queries 200 2>&1 | tail -n 15"}})
         steps.append({"name": "bash", "arguments": {
             "command": f"printf '%s\\n' {json.dumps('- ' + stage.name + ': ' + message)} >> NOTES.md"}})
         steps.append({"name": "submit", "arguments": {"message": message}})

@@ -44,7 +44,7 @@ HARDENING: dict[str, Any] = {
 BUILD_SCRIPT = r"""
 set -u
 mkdir -p /tmp/cargo-home && cp /usr/local/cargo/config.toml /tmp/cargo-home/ 2>/dev/null
-[ -d /target/release ] || staircase-seed-target /target 2>/dev/null || true
+[ -d /target/release ] || staircase-seed-target --release-only /target 2>/dev/null || true
 cd /build/src
 # A lock file written elsewhere may pin versions we do not vendor: move just those entries.
 if [ -f Cargo.lock ] && command -v staircase-relock >/dev/null; then staircase-relock . 2>&1 | tail -n 20; fi

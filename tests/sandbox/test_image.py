@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -97,3 +98,21 @@ def test_skeleton_builds_offline_compiling_only_itself(sandbox: DockerSandbox) -
     compiled = [ln for ln in r.stderr.splitlines() if ln.strip().startswith("Compiling")]
     assert len(compiled) == 1 and "vector-db-skeleton" in compiled[0], compiled
     assert sandbox.exec("test -x skel/target/release/vector-db-skeleton").exit_code == 0
+
+
+@pytest.mark.slow
+def test_devbench_quick_builds_without_lto_compiling_only_itself(sandbox: DockerSandbox) -> None:
+    # `staircase-seed-target` seeds target/quick too; the quick build then compiles only the crate.
+    for path in (ROOT / "skeleton").rglob("*"):
+        rel = path.relative_to(ROOT / "skeleton")
+        if path.is_file() and rel.parts[0] != "target":
+            sandbox.write_file(f"quick/{rel}", path.read_text())
+    r = sandbox.exec("cd quick && staircase-seed-target && devbench --quick --workspace . --data /nonexistent --json",
+                     timeout_s=600)
+    report = json.loads(r.stdout)
+    assert report["build_profile"].startswith("quick") and report["build_s"] > 0, report
+    compiled = [ln for ln in r.stderr.splitlines() if ln.strip().startswith("Compiling")]
+    assert len(compiled) == 1 and "vector-db-skeleton" in compiled[0], compiled
+    assert sandbox.exec("test -x quick/target/quick/release/vector-db-skeleton").exit_code == 0
+    assert sandbox.exec("test -e quick/target/release/vector-db-skeleton").exit_code != 0  # the LTO build untouched
+    assert "dev_queries.fvecs" in report["error"]  # it went on to read the data after building
