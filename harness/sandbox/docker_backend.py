@@ -56,6 +56,23 @@ LABEL = "staircase.sandbox"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _POLL_S = 0.25  # how often a silent exec stream checks its deadline
 _WATCHDOG_SLACK_S = 5.0  # after timeout + grace, how long before the harness kills by marker
+_SWEEP_LIMIT_S = 30.0  # how long the marker sweep keeps trying to get a process slot and finish
+# The marker sweep: bash builtins only, so that it needs exactly one process slot. Each pass reads
+# every process's environment and kills the marked ones; a process forked meanwhile inherits the
+# marker and is found by the next pass. Exit 0 once a pass finds none, 1 when passes run out.
+_SWEEP_SCRIPT = r"""
+for pass in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+  found=0
+  for p in /proc/[0-9]*; do
+    [ "${p#/proc/}" = "$$" ] && continue
+    while IFS= read -r -d '' kv; do
+      if [ "$kv" = "$1" ]; then kill -9 "${p#/proc/}" 2>/dev/null; found=1; break; fi
+    done < "$p/environ"
+  done 2>/dev/null
+  [ "$found" = 0 ] && exit 0
+done
+exit 1
+"""
 
 
 def claim_workspace(workspace: Path, uid: int = AGENT_UID, gid: int = AGENT_UID) -> int:
@@ -406,21 +423,29 @@ class DockerSandbox:
         return -1
 
     def _kill_marked(self, exec_id: str) -> None:
-        """SIGKILL every process whose environment carries this command's marker (twice, to catch
-        processes forked while the first sweep ran)."""
-        script = (
-            "for pass in 1 2; do for p in /proc/[0-9]*; do "
-            f"if tr '\\0' '\\n' < $p/environ 2>/dev/null | grep -qx 'STAIRCASE_EXEC_ID={exec_id}'; "
-            "then kill -9 ${p#/proc/} 2>/dev/null; fi; done; done; true"
-        )
-        try:
-            self._call(
-                lambda: self._client.api.exec_start(
-                    self._client.api.exec_create(self.container_id, ["sh", "-c", script], user=self.user)["Id"]
-                )
-            )
-        except (SandboxError, docker.errors.APIError):
-            pass  # best effort: the container may be gone, which kills everything anyway
+        """SIGKILL every process whose environment carries this command's marker, until none is
+        left. The sweep forks nothing (bash builtins only): a fork bomb may hold the container at
+        its pids limit, where the sweep itself gets one process slot at best, and then only when
+        a bomb process exits; so the exec is retried until a sweep runs and finds nobody left."""
+        give_up = time.monotonic() + _SWEEP_LIMIT_S
+        while True:
+            try:
+                if self._sweep_once(f"STAIRCASE_EXEC_ID={exec_id}"):
+                    return
+            except (SandboxError, docker.errors.APIError):
+                if not self.alive():
+                    return  # the container is gone, and everything in it
+            if time.monotonic() > give_up:
+                return  # best effort; the pids limit still holds the rest in
+            time.sleep(0.2)
+
+    def _sweep_once(self, marker: str) -> bool:
+        """One run of the sweep; True when it ran and left no marked process."""
+        api = self._client.api
+        argv = ["bash", "--norc", "--noprofile", "-c", _SWEEP_SCRIPT, "sweep", marker]
+        exec_id = self._call(lambda: api.exec_create(self.container_id, argv, user=self.user))["Id"]
+        self._call(lambda: api.exec_start(exec_id))
+        return bool(self._call(lambda: api.exec_inspect(exec_id)).get("ExitCode") == 0)
 
     # ---- files -----------------------------------------------------------------------------
 
