@@ -36,8 +36,8 @@ concurrency {concurrency}, with a memory limit of {memory_limit}.
 `devbench` builds the workspace in release mode, starts the server, loads the dev base vectors \
 ({n_base:,} x {dim}) from /data, runs the dev queries and prints QPS and recall@10 (`devbench --help`). \
 It is a dev measurement on queries you can see, not the official score. `devbench --quick` builds \
-without LTO (about 4x faster to compile; same recall, QPS can differ a little from the scorer's build of \
-your Cargo.toml profile).
+without LTO: about 4x faster to compile, the same recall, but lower QPS than the scorer's build of your \
+Cargo.toml profile (compare QPS within one mode).
 
 ## Notes across iterations
 Each iteration starts a fresh conversation. `{notes_file}` in the workspace is yours: what you tried, what \
