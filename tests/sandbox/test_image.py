@@ -87,12 +87,17 @@ def test_relock_moves_unvendored_versions_to_vendored_ones(sandbox: DockerSandbo
     assert f'name = "itoa"\nversion = "{version}"' in sandbox.read_file("/tmp/q/Cargo.lock")
 
 
-@pytest.mark.slow
-def test_skeleton_builds_offline_compiling_only_itself(sandbox: DockerSandbox) -> None:
+def _copy_skeleton(sandbox: DockerSandbox, dest: str) -> None:
+    """The skeleton's sources (no target/) into the workspace folder ``dest``."""
     for path in (ROOT / "skeleton").rglob("*"):
         rel = path.relative_to(ROOT / "skeleton")
         if path.is_file() and rel.parts[0] != "target":
-            sandbox.write_file(f"skel/{rel}", path.read_text())
+            sandbox.write_file(f"{dest}/{rel}", path.read_text())
+
+
+@pytest.mark.slow
+def test_skeleton_builds_offline_compiling_only_itself(sandbox: DockerSandbox) -> None:
+    _copy_skeleton(sandbox, "skel")
     r = sandbox.exec("cd skel && staircase-seed-target && cargo build --release --offline", timeout_s=600)
     assert r.exit_code == 0, r.stderr[-3000:]
     compiled = [ln for ln in r.stderr.splitlines() if ln.strip().startswith("Compiling")]
@@ -103,10 +108,7 @@ def test_skeleton_builds_offline_compiling_only_itself(sandbox: DockerSandbox) -
 @pytest.mark.slow
 def test_devbench_quick_builds_without_lto_compiling_only_itself(sandbox: DockerSandbox) -> None:
     # `staircase-seed-target` seeds target/quick too; the quick build then compiles only the crate.
-    for path in (ROOT / "skeleton").rglob("*"):
-        rel = path.relative_to(ROOT / "skeleton")
-        if path.is_file() and rel.parts[0] != "target":
-            sandbox.write_file(f"quick/{rel}", path.read_text())
+    _copy_skeleton(sandbox, "quick")
     r = sandbox.exec("cd quick && staircase-seed-target && devbench --quick --workspace . --data /nonexistent --json",
                      timeout_s=600)
     report = json.loads(r.stdout)
