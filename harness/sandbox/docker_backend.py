@@ -445,7 +445,7 @@ class DockerSandbox:
         argv = ["bash", "--norc", "--noprofile", "-c", _SWEEP_SCRIPT, "sweep", marker]
         exec_id = self._call(lambda: api.exec_create(self.container_id, argv, user=self.user))["Id"]
         self._call(lambda: api.exec_start(exec_id))
-        return bool(self._call(lambda: api.exec_inspect(exec_id)).get("ExitCode") == 0)
+        return self._call(lambda: api.exec_inspect(exec_id)).get("ExitCode") == 0
 
     # ---- files -----------------------------------------------------------------------------
 
