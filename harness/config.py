@@ -115,6 +115,9 @@ class ScorerConfig(Strict):
     fresh_fraction: float = Field(0.1, ge=0, lt=0.5)
     repeat_gain_limit: float = Field(1.25, gt=1)
     image: str | None = None
+    # How long a scoring waits for an unreachable Docker engine (restarting, upgraded, ...) before
+    # it gives up with EngineUnavailable; the run loop then waits and scores again.
+    engine_wait_s: float = Field(600.0, ge=0)
 
     @field_validator("server_cpus", "loadgen_cpus")
     @classmethod
