@@ -1,9 +1,10 @@
 """A deterministic model that plays a script of tool calls, one list of calls per iteration.
 
-The built-in script ``reference`` replays the reference trajectory (``reference/stageNN-*``): for
-each stage, write its files, measure with devbench, note the result, submit. Any other script is a
-YAML or JSON file: ``{"episodes": [[{"name": ..., "arguments": {...}}, ...], ...]}``, where an
-argument ``content_from: PATH`` (relative to the script file) is replaced by ``content`` read from it.
+The built-in script ``reference`` replays the reference trajectory (``harness.reference``): for
+each stage, write its files (a tuning variant: ``str_replace`` its knob lines), measure with
+devbench, note the result, submit. Any other script is a YAML or JSON file:
+``{"episodes": [[{"name": ..., "arguments": {...}}, ...], ...]}``, where an argument
+``content_from: PATH`` (relative to the script file) is replaced by ``content`` read from it.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import yaml
 
 from harness.agent.context import estimate_tokens
 from harness.models.base import Message, ModelExhausted, ModelResponse, ToolCall, ToolSpec, Usage
-from harness.scorer.submission import REPO_ROOT
+from harness.paths import REFERENCE
+from harness.reference import Stage, reference_stages, stage_files
 
-REFERENCE = REPO_ROOT / "reference"
 Step = dict[str, Any]
 
 
@@ -72,33 +73,49 @@ def load_script(path: Path) -> list[list[Step]]:
     return episodes
 
 
-def reference_stages(root: Path = REFERENCE) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("stage"))
-
-
-def stage_message(stage: Path) -> str:
-    """The stage's MESSAGE file, else the first doc-comment line of its db.rs, else its name."""
-    if (stage / "MESSAGE").is_file():
-        return (stage / "MESSAGE").read_text().strip()
-    db = stage / "src" / "db.rs"
-    if db.is_file():
-        for line in db.read_text().splitlines():
-            if line.startswith("//!"):
-                return line.removeprefix("//!").strip()
-    return stage.name
-
-
 def reference_episodes(root: Path = REFERENCE) -> list[list[Step]]:
+    """One episode per stage: change the code, measure with devbench, note the result, submit.
+
+    A base stage writes its files. A variant is a tuning step: ``str_replace`` on its knob lines in
+    the tree the previous iteration submitted (the workspace an iteration starts from), which must
+    be its base or another variant of it; otherwise the episode first writes its base's files.
+    """
     episodes = []
+    tree: dict[str, str] = {}  # the files the previous episodes laid over the skeleton
+    previous: Stage | None = None
     for stage in reference_stages(root):
+        files = stage_files(stage, root)
         steps: list[Step] = []
-        for f in sorted(p for p in stage.rglob("*") if p.is_file() and p.name not in ("MESSAGE", "README.md")):
-            rel = f.relative_to(stage).as_posix()
-            steps.append({"name": "write_file", "arguments": {"path": rel, "content": f.read_text()}})
-        message = stage_message(stage)
+        tuning = stage.is_variant and previous is not None and previous.family == stage.family
+        if not tuning:
+            start = stage_files(stage.family, root) if stage.is_variant else files
+            steps += [{"name": "write_file", "arguments": {"path": rel, "content": t}} for rel, t in start.items()]
+            tree.update(start)
+        stale = set(tree) - set(files)
+        if stale:
+            raise ValueError(f"{stage.name}: files of an earlier stage would stay: {', '.join(sorted(stale))}")
+        steps += tuning_steps(stage.name, tree, files)
         steps.append({"name": "bash", "arguments": {"command": "devbench --quick --queries 200 2>&1 | tail -n 15"}})
         steps.append({"name": "bash", "arguments": {
-            "command": f"printf '%s\\n' {json.dumps('- ' + stage.name + ': ' + message)} >> NOTES.md"}})
-        steps.append({"name": "submit", "arguments": {"message": message}})
+            "command": f"printf '%s\\n' {json.dumps('- ' + stage.name + ': ' + stage.message)} >> NOTES.md"}})
+        steps.append({"name": "submit", "arguments": {"message": stage.message}})
         episodes.append(steps)
+        previous = stage
     return episodes
+
+
+def tuning_steps(name: str, tree: dict[str, str], files: dict[str, str]) -> list[Step]:
+    """``str_replace`` calls, one per changed line, that turn ``tree`` into ``files`` (updating ``tree``)."""
+    steps: list[Step] = []
+    for rel, text in files.items():
+        before, after = tree[rel].split("\n"), text.split("\n")
+        if len(before) != len(after):
+            raise ValueError(f"{name}: {rel} has other lines than the previous tree, not only other values")
+        for old, new in zip(before, after, strict=True):
+            if old != new:
+                if tree[rel].count(old) != 1:
+                    raise ValueError(f"{name}: {old!r} is not unique in {rel}: str_replace would refuse it")
+                tree[rel] = tree[rel].replace(old, new, 1)
+                steps.append({"name": "str_replace", "arguments": {"path": rel, "old": old, "new": new}})
+        assert tree[rel] == text
+    return steps
