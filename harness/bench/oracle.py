@@ -39,17 +39,17 @@ from rich.table import Table
 
 from harness.console import emit_json, err, fail, log
 from harness.datasets.store import Dataset, DatasetError, DatasetStore
+from harness.paths import REFERENCE, SKELETON
+from harness.reference import materialize, named_stage, reference_stages, stage_files
 from harness.scorer.evaluate import recall_strict, true_squared
 from harness.scorer.runner import cargo_target_cache, cpu_model
-from harness.scorer.submission import REPO_ROOT
 
 Log = Callable[[str], None]
 Library = Literal["hnswlib", "faiss", "stage"]
 FaissIndex = Literal["hnsw", "ivf-flat", "ivf-sq8"]
 
 K = 10
-BENCH_CRATE = REPO_ROOT / "reference" / "bench"
-SKELETON = REPO_ROOT / "skeleton"
+BENCH_CRATE = REFERENCE / "bench"
 DEFAULT_EF = [10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
 DEFAULT_NPROBE = [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256]
 
@@ -58,12 +58,12 @@ class OracleError(RuntimeError):
     """The oracle bench could not run (a library missing, the stage not building...)."""
 
 
-def final_stage(root: Path = REPO_ROOT / "reference") -> Path:
-    """The last base stage of the reference trajectory (``stageNN-*``, not a variant)."""
-    stages = sorted(p for p in root.iterdir() if p.is_dir() and re.match(r"stage\d+-", p.name))
-    if not stages:
+def final_stage(root: Path = REFERENCE) -> Path:
+    """The folder of the last base stage of the reference trajectory (not a tuning variant)."""
+    bases = [s for s in reference_stages(root) if not s.is_variant]
+    if not bases:
         raise OracleError(f"no reference stage under {root}")
-    return stages[-1]
+    return root / bases[-1].name
 
 
 class OracleConfig(BaseModel):
@@ -372,30 +372,38 @@ def bench_faiss(base: np.ndarray, queries: np.ndarray, judge: Judge, cfg: Oracle
 
 
 def stage_knobs(stage: Path) -> dict[str, str]:
-    """The ``const`` knobs at the top level of the stage's ``src/db.rs``."""
+    """The ``const`` knobs at the top level of the stage's ``src/db.rs`` (a folder or a reference stage's name)."""
+    named = named_stage(stage)
     db = stage / "src" / "db.rs"
-    return dict(re.findall(r"^const ([A-Z_][A-Z0-9_]*): [^=]+= (.+?);", db.read_text(), flags=re.M)) if db.is_file() \
-        else {}
+    text = stage_files(named).get("src/db.rs", "") if named else db.read_text() if db.is_file() else ""
+    return dict(re.findall(r"^const ([A-Z_][A-Z0-9_]*): [^=]+= (.+?);", text, flags=re.M))
 
 
 def build_stage_bench(stage: Path, dest: Path, profile: str = "release", log: Log = log) -> Path:
     """Compile ``reference/bench`` around ``stage``'s files; copy the binary to ``dest``.
 
-    One target dir under the user cache serves every stage (dependencies stay built); a file lock
-    keeps two concurrent builds of different stages from swapping the binary under each other.
+    ``stage`` is a folder, or names a reference stage that is none (a variant of
+    ``reference/variants.yaml``: ``reference/stage05c-...`` or the bare name), which is then
+    materialized under the target dir. One target dir under the user cache serves every stage
+    (dependencies stay built); a file lock keeps two concurrent builds of different stages from
+    swapping the binary (or a materialized stage) under each other.
     """
-    if not (stage / "src" / "db.rs").is_file():
-        raise OracleError(f"{stage}: no src/db.rs (a stage folder holds src/db.rs, src/distance.rs, src/db/*.rs)")
+    named = named_stage(stage)
+    if named is None and not (stage / "src" / "db.rs").is_file():
+        raise OracleError(f"{stage}: no src/db.rs (a stage folder holds src/db.rs, src/distance.rs, src/db/*.rs) "
+                          "and no reference stage of that name")
     if shutil.which("cargo") is None:
         raise OracleError("cargo is not installed: the stage bench needs a Rust toolchain")
     target = cargo_target_cache() / "oracle-bench"
     target.mkdir(parents=True, exist_ok=True)
-    env = os.environ | {"CARGO_TARGET_DIR": str(target), "STAIRCASE_STAGE_DIR": str(stage.resolve()),
-                        "STAIRCASE_SKELETON_DIR": str(SKELETON)}
     log(f"building the stage bench for {stage.name} ({profile} profile)")
     t = time.perf_counter()
     with (target / ".oracle-build.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        # A stable folder per stage, rewritten only where it changed: cargo rebuilds nothing for it.
+        folder = materialize(named, target / "stages" / named.name) if named else stage
+        env = os.environ | {"CARGO_TARGET_DIR": str(target), "STAIRCASE_STAGE_DIR": str(folder.resolve()),
+                            "STAIRCASE_SKELETON_DIR": str(SKELETON)}
         cmd = ["cargo", "build", "--profile", profile, "--manifest-path", str(BENCH_CRATE / "Cargo.toml")]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if done.returncode != 0:
@@ -515,7 +523,8 @@ def oracle_command(
                                                "(searches stay on one thread on --cpu).")] = 1,
     max_queries: Annotated[int | None, typer.Option(min=1, help="Only the first N hidden queries.")] = None,
     repeats: Annotated[int, typer.Option(min=1, help="Timed passes per point; the fastest counts.")] = 3,
-    stage: Annotated[Path | None, typer.Option(help="Stage folder (default: the final reference stage).")] = None,
+    stage: Annotated[Path | None, typer.Option(help="Stage folder or reference stage name, a variant included "
+                                               "(default: the final base stage).")] = None,
     hnsw_m: Annotated[str, typer.Option(help="hnswlib M values.")] = "16,32",
     ef_construction: Annotated[str, typer.Option(help="ef_construction values (hnswlib and faiss HNSW).")] = "200",
     ef: Annotated[str, typer.Option(help="ef_search sweep.")] = ",".join(map(str, DEFAULT_EF)),

@@ -1,7 +1,9 @@
 //! Lays a stage's source files out in `OUT_DIR/stage/` and writes `OUT_DIR/stage_modules.rs`,
 //! which `main.rs` includes to declare them as the crate's `api`, `db` and `distance` modules.
 //!
-//! The stage is `$STAIRCASE_STAGE_DIR` (default: the final reference stage, `../stage05-two-level`)
+//! The stage is the folder `$STAIRCASE_STAGE_DIR` (default: the final reference stage,
+//! `../stage05-two-level`; a tuning variant of `reference/variants.yaml` has no folder, so
+//! `staircase bench oracle` materializes it into one first)
 //! and `api.rs` comes from the skeleton (`$STAIRCASE_SKELETON_DIR`, default `../../skeleton`), as
 //! the scorer lays a stage over the skeleton. `db.rs` is copied to `db/mod.rs` next to the stage's
 //! `src/db/*.rs`: rustc resolves `mod ivf;` inside a `#[path]` file as a sibling, so this layout

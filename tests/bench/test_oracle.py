@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from harness.bench.oracle import (
     Judge,
     OracleConfig,
+    OracleError,
     SweepPoint,
     best_at_floor,
     build_stage_bench,
@@ -25,8 +27,8 @@ from harness.bench.oracle import (
 )
 from harness.datasets.sources import generate_dataset
 from harness.datasets.store import DatasetStore
+from harness.paths import REFERENCE
 from harness.scorer.evaluate import judge_pass, recall_overlap
-from harness.scorer.submission import REPO_ROOT
 
 needs_cargo = pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo is not installed")
 CPU = min(os.sched_getaffinity(0))
@@ -117,7 +119,7 @@ def test_hnswlib_and_faiss_sweeps(oracle_dataset):
 @needs_cargo
 def test_stage_bench_recall_matches_the_scorer(oracle_dataset, tmp_path):
     ds = oracle_dataset
-    stage = REPO_ROOT / "reference" / "stage05-two-level"
+    stage = REFERENCE / "stage05-two-level"
     # The default is the last base stage (stage05 today; a later stage would replace it).
     assert OracleConfig().stage_dir == final_stage() and final_stage().name >= stage.name
     assert stage_knobs(stage)["NPROBE"] == "64"
@@ -145,9 +147,27 @@ def test_stage_bench_recall_matches_the_scorer(oracle_dataset, tmp_path):
     assert report.best["stage"] is not None and report.stage_knobs["NPROBE"] == "64"
 
     # Another stage through the option: the exact scan finds every neighbour.
-    brute = run_oracle(ds, cfg.model_copy(update={"stage_dir": REPO_ROOT / "reference" / "stage01-brute-force"}),
+    brute = run_oracle(ds, cfg.model_copy(update={"stage_dir": REFERENCE / "stage01-brute-force"}),
                        log=lambda _m: None)
     assert brute.indexes[0].index == "stage01-brute-force" and brute.indexes[0].sweep[0].recall == 1.0
+
+    # A tuning variant has no folder: named (reference/NAME), it is materialized, then built.
+    variant = REFERENCE / "stage05c-lists3-prune-1.8"
+    tuned = run_oracle(ds, cfg.model_copy(update={"stage_dir": variant}), log=lambda _m: None)
+    assert tuned.indexes[0].index == variant.name and tuned.stage_knobs["PRUNE_RATIO"] == "1.8"
+    assert 0.8 < tuned.indexes[0].sweep[0].recall <= 1.0
+
+
+def test_stage_knobs_of_a_folder_and_of_a_named_variant(tmp_path):
+    assert final_stage() == REFERENCE / "stage05-two-level"
+    assert stage_knobs(final_stage())["PRUNE_RATIO"] == "2.0"
+    variant = REFERENCE / "stage05c-lists3-prune-1.8"
+    assert not variant.exists()
+    for named in (variant, Path(variant.name)):
+        knobs = stage_knobs(named)
+        assert knobs["PRUNE_RATIO"] == "1.8" and knobs["LISTS_PER_SQRT_N"] == "3.0" and knobs["NPROBE"] == "64"
+    with pytest.raises(OracleError, match="no reference stage of that name"):
+        build_stage_bench(tmp_path / "stage05c-lists3-prune-1.8", tmp_path, log=lambda _m: None)
 
 
 @pytest.mark.slow
