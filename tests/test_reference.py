@@ -1,5 +1,6 @@
-"""The reference stages: each builds, scores through the real scorer with the recall its README row
-claims, and (the base stages) keeps the API contract on awkward inputs.
+"""The reference stages: the tuning variants of ``reference/variants.yaml`` are their base with other
+knob values and nothing else; each stage builds, scores through the real scorer with the recall its
+README row claims, and (the base stages) keeps the API contract on awkward inputs.
 
 Claims live in one place, the table of ``reference/README.md``: its "Recall band" column is parsed
 here. Builds use a quick profile (opt-level 1, incremental, ``debug = true`` kept for the rules) in
@@ -27,13 +28,12 @@ import pytest
 from harness.config import ScorerConfig
 from harness.datasets.sources import generate_dataset
 from harness.datasets.store import Dataset, DatasetStore
+from harness.paths import REFERENCE, SKELETON
+from harness.reference import ReferenceError, Stage, materialize, reference_stages, stage_files
 from harness.scorer.record import Score, Status
 from harness.scorer.runner import BuildOutcome, LocalRunner
 from harness.scorer.scorer import Scorer
 
-ROOT = Path(__file__).resolve().parents[1]
-SKELETON = ROOT / "skeleton"
-REFERENCE = ROOT / "reference"
 FLOOR = 0.95
 
 needs_cargo = pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo is not installed")
@@ -58,60 +58,113 @@ debug = true
 
 
 def readme_claims() -> dict[str, tuple[float, float]]:
-    """Stage folder -> (low, high) recall band on the test set, from reference/README.md's table."""
+    """Stage (folder or variant) -> (low, high) recall band on the test set, from reference/README.md's table."""
     claims: dict[str, tuple[float, float]] = {}
     for line in (REFERENCE / "README.md").read_text().splitlines():
-        m = re.match(r"\|\s*`(stage[^`]+)/`\s*\|.*?\|\s*([01]\.\d+)\s*[-–]\s*([01]\.\d+)\s*\|", line)
+        m = re.match(r"\|\s*`(stage[^`/]+)/?`\s*\|.*?\|\s*([01]\.\d+)\s*[-–]\s*([01]\.\d+)\s*\|", line)
         if m:
             claims[m.group(1)] = (float(m.group(2)), float(m.group(3)))
     return claims
 
 
 CLAIMS = readme_claims()
-STAGES = sorted(p.name for p in REFERENCE.iterdir() if p.is_dir() and p.name.startswith("stage"))
-# Base stages, not parameter variants (stage03b-..., a letter after the number).
-BASE_STAGES = [s for s in STAGES if re.match(r"stage\d+-", s)]
+TRAJECTORY = reference_stages()
+STAGES = [s.name for s in TRAJECTORY]
+BASE_STAGES = [s.name for s in TRAJECTORY if not s.is_variant]
+VARIANTS = [s for s in TRAJECTORY if s.is_variant]
 
 
-def base_of(variant: str) -> Path:
-    number = re.match(r"stage(\d+)[a-z]-", variant)
-    assert number, variant
-    (base,) = REFERENCE.glob(f"stage{number.group(1)}-*")
-    return base
+def test_trajectory_interleaves_stages_and_variants() -> None:
+    assert STAGES == ["stage01-brute-force", "stage02-flat-simd", "stage03-ivf", "stage03b-ivf-nprobe8",
+                      "stage03c-ivf-nprobe28", "stage04-u8-rerank", "stage05-two-level", "stage05b-prune-1.4",
+                      "stage05c-lists3-prune-1.8"]
+    folders = sorted(p.name for p in REFERENCE.iterdir() if p.is_dir() and p.name.startswith("stage"))
+    assert folders == BASE_STAGES, "a folder per base stage; variants are data (variants.yaml)"
 
 
 def test_every_stage_has_a_claim() -> None:
-    assert STAGES and set(CLAIMS) == set(STAGES), f"README rows {sorted(CLAIMS)} vs folders {STAGES}"
+    assert STAGES and set(CLAIMS) == set(STAGES), f"README rows {sorted(CLAIMS)} vs stages {STAGES}"
     for lo, hi in CLAIMS.values():
         assert lo <= hi and not lo < FLOOR <= hi, "a band must say valid or invalid, not straddle the floor"
 
 
 def test_stages_hold_only_editable_files() -> None:
-    for stage in STAGES:
-        for f in (REFERENCE / stage).rglob("*"):
-            rel = f.relative_to(REFERENCE / stage).as_posix()
-            if f.is_file():
-                assert rel == "Cargo.toml" or (rel.startswith("src/") and rel.endswith(".rs")), f"{stage}/{rel}"
-                assert rel not in ("src/main.rs", "src/api.rs"), f"{stage} overrides a read-only file"
+    for stage in TRAJECTORY:
+        for rel in stage_files(stage):
+            assert rel == "Cargo.toml" or (rel.startswith("src/") and rel.endswith(".rs")), f"{stage.name}/{rel}"
+            assert rel not in ("src/main.rs", "src/api.rs"), f"{stage.name} overrides a read-only file"
 
 
-@pytest.mark.parametrize("variant", [s for s in STAGES if s not in BASE_STAGES])
-def test_variant_is_its_base_with_other_constants(variant: str) -> None:
-    """A tuning variant differs from its base stage only in `const` lines: same code, other knobs."""
-    base = base_of(variant)
-    ours = {p.relative_to(REFERENCE / variant) for p in (REFERENCE / variant).rglob("*") if p.is_file()}
-    theirs = {p.relative_to(base) for p in base.rglob("*") if p.is_file()}
-    assert ours == theirs
-    changed = []
+# A knob's new value must still be a literal of the const's type, or the variant would not compile.
+LITERALS = {"usize": r"\d+", "u32": r"\d+", "u64": r"\d+", "f32": r"\d+\.\d+", "f64": r"\d+\.\d+"}
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
+def test_variant_is_its_base_with_other_knobs(variant: Stage) -> None:
+    """A tuning variant differs from its base stage only in its knob lines: same code, same files,
+    each const keeping its name and type with a literal of that type; nothing else moves."""
+    assert variant.base is not None
+    ours, theirs = stage_files(variant), stage_files(variant.base)
+    assert set(ours) == set(theirs)
+    changed: dict[str, str] = {}
     for rel in sorted(ours):
-        a, b = (base / rel).read_text().splitlines(), (REFERENCE / variant / rel).read_text().splitlines()
+        a, b = theirs[rel].split("\n"), ours[rel].split("\n")
         assert len(a) == len(b), f"{rel}: lines added or removed"
         for x, y in zip(a, b, strict=True):
             if x != y:
-                assert x.startswith("const ") and y.startswith("const "), f"{rel}: {x!r} -> {y!r}"
-                assert x.split("=")[0] == y.split("=")[0], f"{rel}: {x!r} -> {y!r}"
-                changed.append(y)
-    assert changed, f"{variant} is identical to {base.name}"
+                changed[f"{rel}: {y}"] = x
+    expected = set()
+    for name, value in variant.consts.items():
+        m = re.fullmatch(rf"const {name}: (\w+) = (.+);", next(line for line in ours["src/db.rs"].split("\n")
+                                                               if line.startswith(f"const {name}:")))
+        assert m and m[2] == value, (name, value)
+        assert re.fullmatch(LITERALS[m[1]], value), f"{name}: {value!r} is no {m[1]} literal"
+        expected.add(f"src/db.rs: {m[0]}")
+    expected |= {f"{k.file}: {k.new}" for k in variant.lines}
+    assert set(changed) == expected, f"{variant.name}: changed lines {sorted(changed)}, knobs {sorted(expected)}"
+    assert variant.message, "a variant says what it submits"
+
+
+TINY_DB = "//! Tiny.\nconst A: usize = 1;\nconst B: f32 = 2.0;\n"
+
+
+def tiny_reference(root: Path, variants: str, db: str = TINY_DB) -> Path:
+    """Two base stages with the same number and ``variants``: a reference folder in miniature."""
+    for name in ("stage01-one", "stage01-two"):
+        (root / name / "src").mkdir(parents=True)
+        (root / name / "src" / "db.rs").write_text(db)
+    (root / "variants.yaml").write_text(variants)
+    return root
+
+
+@pytest.mark.parametrize(("db", "knob", "hits"), [
+    ("//! Tiny.\nconst B: f32 = 2.0;\n", "const A", 0),
+    ("//! Tiny.\nconst A: usize = 1;\n    const A: usize = 1;\nconst B: f32 = 2.0;\n", "const A", 2),
+])
+def test_a_knob_matching_other_than_once_fails_naming_it(tmp_path: Path, db: str, knob: str, hits: int) -> None:
+    root = tiny_reference(tmp_path, "stage01b-tuned:\n  base: stage01-one\n  message: tuned\n  consts: {A: 3}\n", db)
+    with pytest.raises(ReferenceError, match=f"variant stage01b-tuned: knob {knob} matches {hits} lines"):
+        materialize("stage01b-tuned", tmp_path / "out", root)
+
+
+def test_line_knobs_and_bad_variants(tmp_path: Path) -> None:
+    root = tiny_reference(tmp_path, "stage01b-tuned:\n  base: stage01-one\n  message: tuned\n  replace:\n"
+                                    "    - {file: src/db.rs, old: 'const B: f32 = 2.0;', new: 'const B: f32 = 2.5;'}\n")
+    out = materialize("stage01b-tuned", tmp_path / "out", root)
+    assert (out / "src" / "db.rs").read_text() == "//! Tiny.\nconst A: usize = 1;\nconst B: f32 = 2.5;\n"
+    assert [s.name for s in reference_stages(root)] == ["stage01-one", "stage01-two", "stage01b-tuned"]
+    assert reference_stages(root)[0].message == "Tiny."
+    for bad, says in [("stage02b-x:\n  base: stage01-one\n  message: m\n  consts: {A: 3}\n", "is named stage01"),
+                      ("stage01b-x:\n  base: stage09-none\n  message: m\n  consts: {A: 3}\n", "not a stage folder"),
+                      ("stage01b-x:\n  base: stage01-one\n  message: m\n  consts: {B: 2.5}\n", "as a string"),
+                      ("stage01b-x:\n  base: stage01-one\n  message: m\n  consts: {A: 1}\n", "changes nothing"),
+                      ("stage01b-x:\n  base: stage01-one\n  consts: {A: 3}\n", "a message")]:
+        (root / "variants.yaml").write_text(bad)
+        with pytest.raises(ReferenceError, match=says):
+            materialize("stage01b-x", tmp_path / "bad", root)
+    (root / "stage01c-folder").mkdir()
+    with pytest.raises(ReferenceError, match="variants live in variants.yaml"):
+        reference_stages(root)
 
 
 # -- building and scoring ------------------------------------------------------------------------
@@ -127,7 +180,7 @@ def crate(stage: str, dest: Path) -> Path:
     shutil.copytree(SKELETON, dest, ignore=shutil.ignore_patterns("target", "API.md"), copy_function=shutil.copy)
     # Fresh mtimes (shutil.copy): cargo decides staleness by mtime, and the shared target dir may
     # hold a newer build of another stage under the same crate name.
-    shutil.copytree(REFERENCE / stage, dest, dirs_exist_ok=True, copy_function=shutil.copy)
+    materialize(stage, dest)
     (dest / "Cargo.toml").write_text(TEST_CARGO)
     return dest
 
