@@ -76,12 +76,16 @@ class WireServer:
     def queue(self, *replies: Reply) -> None:
         self.replies.extend(replies)
 
+    def release_hangs(self) -> None:
+        """End every hang now and from now on: a hanging reply answers nothing (as on exit)."""
+        self._stop.set()
+
     def __enter__(self) -> WireServer:
         self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
+        self.release_hangs()
         self.httpd.shutdown()
         self.httpd.server_close()
 
