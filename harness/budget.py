@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from pydantic import BaseModel, PrivateAttr
 
 from harness.config import BudgetConfig
+from harness.events import Event, IterationEnd, ModelCall, RunResume, RunStart, ToolCallEvent
 
 
 class BudgetExhausted(Exception):
@@ -39,23 +39,21 @@ class Usage(BaseModel):
     def hours(self) -> float:
         return self.active_seconds / 3600
 
-    def add_event(self, e: dict[str, Any]) -> None:
-        t = e["type"]
-        if t == "model_call":
+    def add_event(self, e: Event) -> None:
+        if isinstance(e, ModelCall):
             self.model_calls += 1
-            u = e.get("usage", {})
-            self.input_tokens += int(u.get("input_tokens", 0))
-            self.output_tokens += int(u.get("output_tokens", 0))
-            self.cached_input_tokens += int(u.get("cached_input_tokens", 0))
-            self.dollars += float(e.get("cost_usd", 0.0))
-        elif t == "tool_call":
+            self.input_tokens += e.usage.input_tokens
+            self.output_tokens += e.usage.output_tokens
+            self.cached_input_tokens += e.usage.cached_input_tokens
+            self.dollars += e.cost_usd
+        elif isinstance(e, ToolCallEvent):
             self.tool_calls += 1
-        elif t == "iteration_end":
+        elif isinstance(e, IterationEnd):
             self.iterations += 1
         # Active time: the time between events of one session (a crash's downtime is not counted).
-        if self._last_ts is not None and t not in ("run_start", "run_resume"):
-            self.active_seconds += max(0.0, e["ts"] - self._last_ts)
-        self._last_ts = e["ts"]
+        if self._last_ts is not None and not isinstance(e, RunStart | RunResume):
+            self.active_seconds += max(0.0, e.ts - self._last_ts)
+        self._last_ts = e.ts
 
     def tick(self, now: float) -> None:
         """Count time spent since the last event (between events, e.g. while scoring)."""
@@ -64,7 +62,7 @@ class Usage(BaseModel):
             self._last_ts = now
 
     @classmethod
-    def from_events(cls, events: Iterable[dict[str, Any]]) -> Usage:
+    def from_events(cls, events: Iterable[Event]) -> Usage:
         u = cls()
         for e in events:
             u.add_event(e)
@@ -78,7 +76,7 @@ class Budget:
         self.cfg = cfg
         self.usage = usage
 
-    def check(self, *, iteration_tool_calls: int = 0) -> None:
+    def check(self) -> None:
         """Raise :class:`BudgetExhausted` if any run-wide limit is reached."""
         c, u = self.cfg, self.usage
         limits: list[tuple[str, float | None, float]] = [

@@ -34,7 +34,10 @@ class ModelConfig(Strict):
     max_output_tokens: int = Field(8192, gt=0)
     context_window: int = Field(128_000, gt=0)
     request_timeout_s: float = Field(600.0, gt=0)
-    max_retries: int = Field(6, ge=0)
+    # Retries of a failed call (429, 5xx, timeouts, refused connections): unlimited by count (None)
+    # but bounded by how long the API may stay unavailable before the run stops (resumably).
+    max_retries: int | None = Field(None, ge=0)
+    outage_limit_s: float = Field(1800.0, gt=0)
     prices: str = "configs/prices.yaml"
     extra_body: dict[str, Any] = Field(default_factory=dict)
     # scripted: the script's name or path; replay: the run directory to play back.
@@ -64,6 +67,9 @@ class AgentConfig(Strict):
     command_timeout_s: float = Field(600.0, gt=0)
     compact_at_fraction: float = Field(0.8, gt=0, le=1)
     stuck_repeats: int = Field(4, ge=2)
+    # A sandbox that dies (OOM, killed, engine restart) is made anew; past this many times in one
+    # iteration the iteration ends (its workspace is still scored) and the next one starts.
+    sandbox_restarts_per_iteration: int = Field(3, ge=0)
 
 
 class DatasetConfig(Strict):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -12,8 +12,11 @@ from harness.config import ConfigError, load_config
 from harness.console import emit_json, err, fail, log
 from harness.datasets.sources import generate_dataset
 from harness.datasets.store import DatasetError, DatasetStore
+from harness.events import Event, IterationStart, SandboxRestarted, ScoreEvent, Stopped, Waiting
+from harness.ledger import DiskFull, RunLocked
+from harness.paths import CONFIGS
+from harness.run import Run, RunSummary
 
-REPO = Path(__file__).resolve().parents[1]
 SPARK = "▁▂▃▄▅▆▇█"
 # The demo's dataset (configs/demo.yaml names it): small enough that the whole demo takes a few
 # minutes on 2 cores, with 5,000 hidden queries so that a scoring's passes of a fast stage last long
@@ -32,38 +35,62 @@ def sparkline(values: list[float]) -> str:
 
 
 class Progress:
-    """Live progress on stderr: one line per event that matters, with a best-so-far sparkline."""
+    """Live progress on stderr, read from the run's typed events as they are appended: one line per
+    event that matters, with the best valid QPS so far as a sparkline."""
 
     def __init__(self) -> None:
         self.best: list[float] = []
 
-    def __call__(self, message: str) -> None:
-        if ": valid " in message or ": invalid " in message or "QPS" in message:
-            try:
-                qps = float(message.split(" valid ")[1].split(" QPS")[0].replace(",", "")) if " valid " in message \
-                    else None
-            except (IndexError, ValueError):
-                qps = None
-            prev = self.best[-1] if self.best else 0.0
-            self.best.append(max(prev, qps or 0.0))
-            message += f"   best so far {sparkline(self.best)} {self.best[-1]:,.0f}"
-        log(message)
+    def __call__(self, e: Event) -> None:
+        match e:
+            case IterationStart():
+                log(f"iteration {e.iteration}" + (f" (attempt {e.attempt + 1})" if e.attempt else ""))
+            case ScoreEvent():
+                s = e.score
+                qps = f"{s.qps:,.0f} QPS" if s.qps is not None else "-"
+                prev = self.best[-1] if self.best else 0.0
+                self.best.append(max(prev, s.qps or 0.0) if s.valid else prev)
+                log(f"iteration {e.iteration}: {s.status.value} {qps} recall {s.recall}: {s.reason}"
+                    f"   best so far {sparkline(self.best)} {self.best[-1]:,.0f}")
+            case SandboxRestarted():
+                log(f"iteration {e.iteration}: the sandbox died ({e.cause}: {e.detail}); made anew "
+                    f"({e.restarts} in this iteration)")
+            case Waiting():
+                log(e.detail)
+            case Stopped():
+                log(f"stopped: {e.reason}")
 
 
-def _summary_out(summary: object, json: bool) -> None:
+def _summary_out(summary: RunSummary, json: bool) -> None:
     from harness.analysis.report import write_report
     from harness.analysis.staircase import load_staircase
 
-    data = dataclasses.asdict(summary)  # type: ignore[call-overload]
+    data = summary.model_dump()
     run_dir = Path(data["run_dir"])
     png, page = write_report(load_staircase(run_dir), "iterations", run_dir)
     data["staircase_png"], data["report_html"] = str(png), str(page)
     if json:
         emit_json(data)
     else:
-        err.print(f"[bold]run ended[/]: {data['end_reason']}; {data['iterations']} iterations; best valid QPS "
-                  f"{data['best_valid_qps']} (iteration {data['best_iteration']}); run directory {data['run_dir']}")
+        err.print(f"[bold]run {'ended' if summary.status == 'ended' else 'stopped'}[/]: {data['end_reason']}; "
+                  f"{data['iterations']} iterations; best valid QPS {data['best_valid_qps']} (iteration "
+                  f"{data['best_iteration']}); run directory {data['run_dir']}", markup=True, highlight=False)
         log(f"staircase plot: {png}\nreport:         {page}")
+        if summary.status == "stopped":
+            log(f"continue with: staircase resume {run_dir}")
+    if summary.status == "stopped":
+        raise typer.Exit(3)
+
+
+def _execute(make: Callable[[], Run], json: bool, announce: bool = True) -> None:
+    """Open or create the run (errors the user can fix are one line) and run it to its end or stop."""
+    try:
+        r = make()
+    except (ConfigError, DatasetError, FileExistsError, FileNotFoundError, ValueError, RunLocked, DiskFull) as e:
+        fail(str(e))
+    if announce:
+        log(f"run directory: {r.dir}")
+    _summary_out(r.execute(), json)
 
 
 def run(
@@ -73,15 +100,7 @@ def run(
     json: Json = False,
 ) -> None:
     """Start a run: iterate until a budget ends or the model stops."""
-    from harness.run import Run
-
-    try:
-        cfg = load_config(config, set_ or [])
-        r = Run.create(cfg, run_dir, log=Progress())
-    except (ConfigError, DatasetError, FileExistsError, ValueError) as e:
-        fail(str(e))
-    log(f"run directory: {r.dir}")
-    _summary_out(r.execute(), json)
+    _execute(lambda: Run.create(load_config(config, set_ or []), run_dir, observers=[Progress()]), json)
 
 
 def resume(
@@ -89,13 +108,7 @@ def resume(
     json: Json = False,
 ) -> None:
     """Continue a run that was stopped or killed, exactly where it was."""
-    from harness.run import Run
-
-    try:
-        r = Run.open(run_dir, log=Progress())
-    except (ConfigError, DatasetError, FileNotFoundError, ValueError) as e:
-        fail(str(e))
-    _summary_out(r.execute(), json)
+    _execute(lambda: Run.open(run_dir, observers=[Progress()]), json, announce=False)
 
 
 def demo(
@@ -103,16 +116,13 @@ def demo(
     json: Json = False,
 ) -> None:
     """The built-in demo: the scripted reference model on a generated dataset (no API key needed)."""
-    from harness.run import Run
 
-    try:
-        cfg = load_config(REPO / "configs" / "demo.yaml", set_ or [])
+    def make() -> Run:
+        cfg = load_config(CONFIGS / "demo.yaml", set_ or [])
         store = DatasetStore(cfg.dataset.data_dir)
         if cfg.dataset.name == DEMO_DATASET and not store.exists(DEMO_DATASET):
             log(f"generating the demo dataset {DEMO_DATASET}")
             generate_dataset(store, DEMO_DATASET, n=20_000, queries=5_000, dev_queries=200, seed=0, log=log)
-        r = Run.create(cfg, None, log=Progress())
-    except (ConfigError, DatasetError, FileExistsError, ValueError) as e:
-        fail(str(e))
-    log(f"run directory: {r.dir}")
-    _summary_out(r.execute(), json)
+        return Run.create(cfg, None, observers=[Progress()])
+
+    _execute(make, json)

@@ -6,14 +6,16 @@ The git directory lives beside the workspace in the run directory, not inside it
 
 from __future__ import annotations
 
+import os
 import shutil
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 import git
 
-from harness.scorer.submission import SKELETON
+from harness.paths import SKELETON
 
 START_TAG = "start"
 # The workspace may be owned by the sandbox's user while git runs as ours.
@@ -64,6 +66,33 @@ class Workspace:
         self.repo.git.tag(tag)
         return self.head()
 
+    def has_submission(self, n: int) -> bool:
+        """Whether submission ``n`` was committed (a killed run may have committed it unrecorded)."""
+        return submission_tag(n) in {t.name for t in self.repo.tags}
+
+    def submission_message(self, n: int) -> str:
+        """The model's message of submission ``n``, read back from its commit."""
+        subject = str(self.repo.git.log("-1", "--format=%s", submission_tag(n)))
+        return subject.split(": ", 1)[-1]
+
+    def recover_index_lock(self, wait_s: float = 10.0) -> bool:
+        """Remove an ``index.lock`` (or ``HEAD.lock``) left by a git process that no longer runs (a
+        ``kill -9`` of the run mid-commit); True when one was removed. Only the run's lock holder calls this, and only
+        after seeing that no live process works on this git directory: a git command the killed run
+        started may outlive it for a moment, so it is waited for, never cut short."""
+        git_dir = Path(self.repo.git_dir).resolve()
+        locks = [git_dir / "index.lock", git_dir / "HEAD.lock"]
+        deadline = time.monotonic() + wait_s
+        while any(lock.exists() for lock in locks):
+            if not _git_processes(git_dir):
+                for lock in locks:
+                    lock.unlink(missing_ok=True)
+                return True
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{git_dir} is locked by a running git process; stop it or wait, then resume")
+            time.sleep(0.2)
+        return False
+
     def reset_to(self, ref: str) -> None:
         """Make the workspace exactly the tree of ``ref`` (build outputs are kept)."""
         self.repo.git.reset("--hard", ref)
@@ -96,3 +125,18 @@ class Workspace:
             with tarfile.open(fileobj=f) as tar:
                 tar.extractall(dest, filter="data")
         return dest
+
+
+def _git_processes(git_dir: Path) -> list[int]:
+    """PIDs of live processes whose environment points git at ``git_dir`` (how Workspace runs git)."""
+    marker = f"GIT_DIR={git_dir}".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids

@@ -7,9 +7,9 @@ notes) comes after it.
 
 from __future__ import annotations
 
-from typing import Any
-
-from harness.scorer.submission import SKELETON
+from harness.paths import SKELETON
+from harness.scorer.record import Score
+from harness.state import Scored, best_valid
 
 SYSTEM = """You are a performance engineer working autonomously on a long optimization task. You work in a \
 sandboxed Linux machine through tools. Each iteration you improve the code, measure it with the dev \
@@ -66,40 +66,40 @@ in total; `finish` (or the last call) runs the final benchmark on your code.
 """
 
 
-def history_table(rows: list[dict[str, Any]], limit: int = 60) -> str:
+def history_table(rows: list[Scored], limit: int = 60) -> str:
     """Earlier submissions, newest last: iteration, status, QPS, recall, the model's message."""
     if not rows:
         return "No submissions yet: this is the first iteration."
     shown = rows[-limit:]
     lines = ["| iter | status | QPS | recall@10 | message |", "|---|---|---|---|---|"]
     for r in shown:
-        qps = f"{r['qps']:,.0f}" if r.get("qps") is not None else "-"
-        rec = f"{r['recall']:.4f}" if r.get("recall") is not None else "-"
-        msg = " ".join(str(r.get("message", "")).split())[:160].replace("|", "/")
-        lines.append(f"| {r['iteration']} | {r['status']} | {qps} | {rec} | {msg} |")
-    best = [r for r in rows if r.get("status") == "valid" and r.get("qps")]
+        s = r.score
+        qps = f"{s.qps:,.0f}" if s.qps is not None else "-"
+        rec = f"{s.recall:.4f}" if s.recall is not None else "-"
+        msg = " ".join(r.message.split())[:160].replace("|", "/")
+        lines.append(f"| {r.iteration} | {s.status.value} | {qps} | {rec} | {msg} |")
     head = f"{len(rows)} submissions so far" + (f" ({len(rows) - len(shown)} older ones not shown)" if
                                                  len(rows) > len(shown) else "")
-    if best:
-        b = max(best, key=lambda r: r["qps"])
-        head += f"; best valid: {b['qps']:,.0f} QPS at iteration {b['iteration']}"
+    if (b := best_valid(rows)) is not None:
+        head += f"; best valid: {b.qps:,.0f} QPS at iteration {b.iteration}"
     return head + "\n\n" + "\n".join(lines)
 
 
-def last_score_text(score: dict[str, Any] | None) -> str:
-    if not score:
+def last_score_text(score: Score | None) -> str:
+    if score is None:
         return "No score yet."
+    data = score.model_dump(mode="json")
     keys = ("status", "reason", "qps", "qps_spread", "recall", "p50_ms", "p95_ms", "p99_ms", "phase_seconds",
             "error_counts")
-    lines = [f"- {k}: {score.get(k)}" for k in keys if score.get(k) not in (None, {}, [])]
-    tail = (score.get("server_log_tail") or "").strip()
+    lines = [f"- {k}: {data.get(k)}" for k in keys if data.get(k) not in (None, {}, [])]
+    tail = score.server_log_tail.strip()
     if tail:
         lines.append("- server log tail:\n```\n" + tail[-3000:] + "\n```")
     return "\n".join(lines)
 
 
-def iteration_prompt(n: int, history: list[dict[str, Any]], last_score: dict[str, Any] | None,
-                     notes: str | None, notes_file: str) -> str:
+def iteration_prompt(n: int, history: list[Scored], last_score: Score | None, notes: str | None,
+                     notes_file: str) -> str:
     notes_text = notes.strip() if notes and notes.strip() else f"({notes_file} is empty)"
     return (f"# Iteration {n}\n\n## Earlier submissions\n{history_table(history)}\n\n"
             f"## The last official score\n{last_score_text(last_score)}\n\n"

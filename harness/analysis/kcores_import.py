@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from harness.console import emit_json, fail, log
+from harness.events import SCHEMA_VERSION, event_json, parse_event
 from harness.scorer.record import Hardware, Score, Status
 
 BENCH_TOOLS = ("run_benchmark", "finish")
@@ -44,8 +45,8 @@ def import_entry(entry: Path, run_dir: Path) -> dict[str, Any]:
     t = _ts(start.get("timestamp"), 0.0)
     # Events keep the original times, so the hours axis is the original session's.
     events: list[dict[str, Any]] = []
-    events.append({"type": "run_start", "ts": t, "name": entry.name, "model": model, "provider": "kcores",
-                   "imported": True, "source": str(entry)})
+    events.append({"type": "run_start", "ts": t, "schema_version": SCHEMA_VERSION, "name": entry.name,
+                   "model": model, "provider": "kcores", "imported": True, "source": str(entry)})
     n = 0
     for r in records:
         at = _ts(r.get("timestamp"), t)
@@ -66,9 +67,9 @@ def import_entry(entry: Path, run_dir: Path) -> dict[str, Any]:
     if not any(e["type"] == "run_end" for e in events):
         events.append({"type": "run_end", "ts": t, "reason": "kcores: imported"})
     run_dir.mkdir(parents=True, exist_ok=True)
-    with (run_dir / "events.jsonl").open("w") as f:
+    with (run_dir / "events.jsonl").open("wb") as f:
         for seq, e in enumerate(events):
-            f.write(json.dumps({"seq": seq, **e}, default=str) + "\n")
+            f.write(event_json(parse_event({"seq": seq, **e})) + b"\n")
     (run_dir / "IMPORTED").write_text(f"imported from {entry}\n")
     return {"run_dir": str(run_dir), "model": model, "submissions": n,
             "tool_calls": sum(1 for e in events if e["type"] == "tool_call")}

@@ -14,16 +14,15 @@ from rich.panel import Panel
 
 from harness.config import RunConfig, validate_model
 from harness.console import emit_json, err, fail
-from harness.ledger import Ledger
+from harness.events import Event, IterationStart, ModelCall, SandboxRestarted, ScoreEvent, Submission, ToolCallEvent
+from harness.ledger import Ledger, read_events
 from harness.scorer.submission import tree_hash
+from harness.stop import StopSignals
 from harness.workspace import Workspace, submission_tag
 
 
-def _events(run_dir: Path, n: int) -> list[dict[str, Any]]:
-    led = Ledger(run_dir)
-    events = [e for e in led.events() if e.get("iteration") == n]
-    led.close()
-    return events
+def _events(run_dir: Path, n: int) -> list[Event]:
+    return [e for e in read_events(run_dir) if getattr(e, "iteration", None) == n]
 
 
 def _config(run_dir: Path) -> RunConfig:
@@ -31,34 +30,39 @@ def _config(run_dir: Path) -> RunConfig:
     return validate_model(RunConfig, yaml.safe_load(path.read_text()), str(path))
 
 
-def show_transcript(events: list[dict[str, Any]]) -> None:
+def show_transcript(events: list[Event]) -> None:
     for e in events:
-        t = e["type"]
-        if t == "model_call":
-            m = e["message"]
-            calls = "\n".join(f"→ {c['name']}({c['arguments'][:300]})" for c in m.get("tool_calls", []))
-            body = "\n".join(x for x in ((m.get("reasoning") or "")[:600], m.get("content", "")[:1500], calls) if x)
-            u = e.get("usage", {})
-            err.print(Panel(body or "(empty)", title=f"model turn {e['turn']} (attempt {e.get('attempt', 0)}) · "
-                            f"in {u.get('input_tokens', 0)} out {u.get('output_tokens', 0)} tokens · "
-                            f"${e.get('cost_usd', 0):.4f}", border_style="blue"))
-        elif t == "tool_call":
-            err.print(Panel(e["output"][-2500:], title=f"{e['name']} → " + ("error" if e["is_error"] else "ok"),
-                            border_style="red" if e["is_error"] else "green"), markup=False)
-        elif t == "submission":
-            err.print(f"[bold]submitted[/] {e['tag']}: {e['message']} (+{e['lines_added']}/-{e['lines_removed']})")
-        elif t == "score":
-            s = e["score"]
-            err.print(f"[bold]score[/]: {s['status']} · {s.get('qps')} QPS · recall {s.get('recall')} · {s['reason']}")
+        match e:
+            case ModelCall():
+                m, u = e.message, e.usage
+                calls = "\n".join(f"→ {c.name}({c.arguments[:300]})" for c in m.tool_calls)
+                body = "\n".join(x for x in ((m.reasoning or "")[:600], m.content[:1500], calls) if x)
+                err.print(Panel(body or "(empty)", title=f"model turn {e.turn} (attempt {e.attempt}) · "
+                                f"in {u.input_tokens} out {u.output_tokens} tokens · ${e.cost_usd:.4f}",
+                                border_style="blue"))
+            case ToolCallEvent():
+                err.print(Panel(e.output[-2500:], title=f"{e.name} → " + ("error" if e.is_error else "ok"),
+                                border_style="red" if e.is_error else "green"), markup=False)
+            case SandboxRestarted():
+                err.print(f"[bold red]sandbox died[/] ({e.cause}): {e.detail}; made anew")
+            case Submission():
+                err.print(f"[bold]submitted[/] {e.tag}: {e.message} (+{e.lines_added}/-{e.lines_removed})")
+            case ScoreEvent():
+                s = e.score
+                err.print(f"[bold]score[/]: {s.status.value} · {s.qps} QPS · recall {s.recall} · {s.reason}")
 
 
 def rescore(run_dir: Path, n: int, logged: dict[str, Any]) -> dict[str, Any]:
-    from harness.scorer.cli import make_scorer
+    from harness.scorer.scorer import BenchmarkScorer
 
     ws = Workspace(run_dir / "workspace", run_dir / "workspace.git")
     with tempfile.TemporaryDirectory() as tmp:
         tree = ws.export(submission_tag(n), Path(tmp) / "tree")
-        new = make_scorer(_config(run_dir)).score(tree, use_cache=False).model_dump(mode="json")
+        scorer = BenchmarkScorer.from_config(_config(run_dir))
+        try:
+            new = scorer.score(tree, use_cache=False).model_dump(mode="json")
+        finally:
+            scorer.close()
     diff = {"status": (logged.get("status"), new["status"]), "qps": (logged.get("qps"), new["qps"]),
             "recall": (logged.get("recall"), new["recall"])}
     if logged.get("qps") and new["qps"]:
@@ -96,10 +100,12 @@ def redrive(run_dir: Path, n: int, start_ref: str, sandbox: str) -> dict[str, An
         ledger = Ledger(scratch / "ledger")
         unlimited = cfg.budget.model_copy(update={k: None for k in type(cfg.budget).model_fields})
         try:
-            end = Episode(n, model, sb, long_horizon_tools(cfg.agent.command_timeout_s), ledger,
-                          Budget(unlimited, Usage()), cfg.agent, cfg.model.context_window).run(SYSTEM, "", "")
+            end = Episode(n, 0, model, sb, long_horizon_tools(cfg.agent.command_timeout_s), ledger,
+                          Budget(unlimited, Usage()), cfg.agent, cfg.model.context_window,
+                          StopSignals()).run(SYSTEM, "", "")
         finally:
             sb.stop()
+            ledger.close()
         ws.commit_submission(n, end.message)
         a = original.export(submission_tag(n), scratch / "a")
         b = ws.export(submission_tag(n), scratch / "b")
@@ -124,14 +130,12 @@ def replay(
     """Show an iteration's transcript (model turns, tool calls, outputs, score); rescore or redrive it."""
     if not (run_dir / "events.jsonl").is_file():
         fail(f"{run_dir}: not a run directory (no events.jsonl)")
-    led = Ledger(run_dir)
-    scored = [e["iteration"] for e in led.events("score")]
-    led.close()
+    scored = [e.iteration for e in read_events(run_dir, "score") if isinstance(e, ScoreEvent)]
     n = iteration if iteration is not None else (scored[-1] if scored else None)
     if n is None or n not in scored:
         fail(f"{run_dir}: iteration {n} has no score (scored iterations: {scored[:20]}...)")
     events = _events(run_dir, n)
-    logged = next(e["score"] for e in events if e["type"] == "score")
+    logged = next(e.score for e in events if isinstance(e, ScoreEvent)).model_dump(mode="json")
     out: dict[str, Any] = {"iteration": n, "score": logged}
     if not json:
         show_transcript(events)
@@ -140,7 +144,7 @@ def replay(
         if not json:
             err.print(f"rescored: {jsonlib.dumps(out['rescore']['difference'])}")
     if redrive_:
-        start = next(e["start_ref"] for e in reversed(events) if e["type"] == "iteration_start")
+        start = next(e.start_ref for e in reversed(events) if isinstance(e, IterationStart))
         out["redrive"] = redrive(run_dir, n, start, sandbox)
         if not json:
             r = out["redrive"]

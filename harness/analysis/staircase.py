@@ -4,13 +4,14 @@ so far, and the transitions (jumps of the best beyond the measured noise after a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel
 
-from harness.budget import Usage
-from harness.ledger import Ledger
+from harness.events import ScoreEvent
+from harness.ledger import read_events
+from harness.state import RunState, best_valid
 
 Axis = Literal["iterations", "tool_calls", "tokens", "dollars", "hours"]
 AXES: tuple[str, ...] = ("iterations", "tool_calls", "tokens", "dollars", "hours")
@@ -56,49 +57,40 @@ class Staircase(BaseModel):
     imported: bool = False
 
     def best(self) -> Point | None:
-        valid = [p for p in self.points if p.valid and p.qps]
-        return max(valid, key=lambda p: p.qps or 0) if valid else None
+        return best_valid(self.points)
 
 
 def load_staircase(run_dir: Path, *, jump: float | None = None) -> Staircase:
     """Read a run's ledger into a staircase. ``jump``: the relative rise of the best that counts as
     a transition (default: twice the measured noise, at least 5%)."""
-    ledger = Ledger(run_dir)
-    events = list(ledger.events())
-    ledger.close()
-    usage = Usage()
-    submissions: dict[int, dict[str, Any]] = {}
+    state = RunState()
     points: list[Point] = []
     best: float | None = None
-    start = next((e for e in events if e["type"] == "run_start"), {})
-    end = next((e["reason"] for e in reversed(events) if e["type"] == "run_end"), None)
-    for e in events:
-        usage.add_event(e)
-        if e["type"] == "submission":
-            submissions[e["iteration"]] = e
-        elif e["type"] == "score":
-            s = e["score"]
-            sub = submissions.get(e["iteration"], {})
-            valid = s["status"] == "valid"
-            if valid and s.get("qps"):
-                best = max(best or 0.0, s["qps"])
-            hw = s.get("hardware", {})
+    for e in read_events(Path(run_dir)):
+        state.apply(e)
+        if isinstance(e, ScoreEvent):
+            s, usage = e.score, state.usage
+            sub = state.submissions.get(e.iteration)
+            if s.valid and s.qps:
+                best = max(best or 0.0, s.qps)
+            hw = s.hardware
             points.append(Point(
-                iteration=e["iteration"], status=s["status"], valid=valid, qps=s.get("qps"),
-                recall=s.get("recall"), qps_spread=s.get("qps_spread"), message=sub.get("message", ""),
-                files_changed=sub.get("files_changed", 0), lines_added=sub.get("lines_added", 0),
-                lines_removed=sub.get("lines_removed", 0), best_so_far=best,
-                at={"iterations": float(e["iteration"]), "tool_calls": float(usage.tool_calls),
+                iteration=e.iteration, status=s.status.value, valid=s.valid, qps=s.qps, recall=s.recall,
+                qps_spread=s.qps_spread, message=sub.message if sub else "",
+                files_changed=sub.files_changed if sub else 0, lines_added=sub.lines_added if sub else 0,
+                lines_removed=sub.lines_removed if sub else 0, best_so_far=best,
+                at={"iterations": float(e.iteration), "tool_calls": float(usage.tool_calls),
                     "tokens": float(usage.tokens), "dollars": usage.dollars, "hours": usage.hours},
-                hardware=f"{hw.get('cpu_model', '?')} server={hw.get('server_cpus', '?')} {hw.get('runner', '')}",
-                dataset=s.get("dataset", "")))
+                hardware=f"{hw.cpu_model} server={hw.server_cpus} {hw.runner}", dataset=s.dataset))
+    usage, start = state.usage, state.start
     spreads = [p.qps_spread - 1 for p in points if p.valid and p.qps_spread]
     noise = float(np.median(spreads)) if spreads else 0.05
     threshold = jump if jump is not None else max(0.05, 2 * noise)
-    return Staircase(run_dir=str(run_dir), name=start.get("name", Path(run_dir).name), model=start.get("model", "?"),
-                     points=points, transitions=find_transitions(points, threshold), noise=noise,
-                     threshold=threshold, usage=usage.model_dump() | {"tokens": usage.tokens, "hours": usage.hours},
-                     end_reason=end, imported=bool(start.get("imported")))
+    return Staircase(run_dir=str(run_dir), name=start.name if start else Path(run_dir).name,
+                     model=start.model if start else "?", points=points,
+                     transitions=find_transitions(points, threshold), noise=noise, threshold=threshold,
+                     usage=usage.model_dump() | {"tokens": usage.tokens, "hours": usage.hours},
+                     end_reason=state.end.reason if state.end else None, imported=bool(start and start.imported))
 
 
 def find_transitions(points: list[Point], threshold: float) -> list[Transition]:

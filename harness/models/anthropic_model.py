@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from harness.config import ModelConfig
-from harness.models.base import Message, ModelError, ModelResponse, ToolCall, ToolSpec, Usage
+from harness.models.base import Message, Model, ModelError, ModelResponse, ToolCall, ToolSpec, Usage
 from harness.models.pricing import PriceTable
 from harness.models.retry import RetryPolicy, SdkErrors, call_with_retries, make_redactor, read_api_key
 from harness.models.text_tools import complete_with_text_tools
@@ -36,7 +36,7 @@ THINKING_MEMORY = 256
 Block = dict[str, Any]
 
 
-class AnthropicModel:
+class AnthropicModel(Model):
     """Claude behind the Model protocol."""
 
     def __init__(self, cfg: ModelConfig, prices: PriceTable, retry: RetryPolicy | None = None) -> None:

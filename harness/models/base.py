@@ -93,3 +93,8 @@ class Model(Protocol):
     def complete(self, messages: list[Message], tools: list[ToolSpec]) -> ModelResponse:
         """One call: the conversation so far and the tools on offer -> the assistant's turn."""
         ...
+
+    def begin_episode(self, iteration: int) -> None:
+        """A new iteration's conversation starts (scripted and replayed models move to its
+        episode; a provider's model has nothing to do)."""
+        return None

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from harness.config import ModelConfig
-from harness.models.base import Message, ModelError, ModelResponse, ToolCall, ToolSpec, Usage
+from harness.models.base import Message, Model, ModelError, ModelResponse, ToolCall, ToolSpec, Usage
 from harness.models.pricing import PriceTable
 from harness.models.retry import RetryPolicy, SdkErrors, call_with_retries, make_redactor, read_api_key
 from harness.models.text_tools import complete_with_text_tools
@@ -28,7 +28,7 @@ from harness.models.text_tools import complete_with_text_tools
 _THINK = re.compile(r"^\s*<think>(.*?)</think>\s*", re.S)
 
 
-class OpenAIModel:
+class OpenAIModel(Model):
     """A chat-completions endpoint behind the Model protocol."""
 
     def __init__(self, cfg: ModelConfig, prices: PriceTable, retry: RetryPolicy | None = None) -> None:

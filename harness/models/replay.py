@@ -8,19 +8,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
-from harness.ledger import Ledger
-from harness.models.base import Message, ModelExhausted, ModelResponse, ToolSpec, Usage
+from harness.events import ModelCall
+from harness.ledger import read_events
+from harness.models.base import Message, Model, ModelExhausted, ModelResponse, ToolSpec
 
 
-class ReplayModel:
+class ReplayModel(Model):
     def __init__(self, run_dir: Path) -> None:
-        ledger = Ledger(run_dir)
-        by_attempt: dict[int, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-        for e in ledger.events("model_call"):
-            by_attempt[e["iteration"]][e.get("attempt", 0)].append(e)
-        ledger.close()
+        by_attempt: dict[int, dict[int, list[ModelCall]]] = defaultdict(lambda: defaultdict(list))
+        for e in read_events(Path(run_dir), "model_call"):
+            assert isinstance(e, ModelCall)
+            by_attempt[e.iteration][e.attempt].append(e)
         self.turns = {n: attempts[max(attempts)] for n, attempts in by_attempt.items()}
         self.name = f"replay:{Path(run_dir).name}"
         self.iteration = 1
@@ -36,6 +35,5 @@ class ReplayModel:
             raise ModelExhausted(f"the recording has no more turns for iteration {self.iteration}")
         e = turns[self.cursor]
         self.cursor += 1
-        return ModelResponse(message=Message.model_validate(e["message"]), usage=Usage(**e.get("usage", {})),
-                             cost_usd=e.get("cost_usd", 0.0), latency_s=0.0, stop_reason=e.get("stop_reason"),
-                             model=self.name)
+        return ModelResponse(message=e.message, usage=e.usage, cost_usd=e.cost_usd, latency_s=0.0,
+                             stop_reason=e.stop_reason, model=self.name)

@@ -67,17 +67,22 @@ class SdkErrors:
 class RetryPolicy:
     """How many times and how long to wait. ``sleep`` and ``rand`` are injectable for tests."""
 
-    max_retries: int = 6
+    max_retries: int | None = 6  # None: as many as the outage limit allows
+    # How long a run waits through an outage (from the call's first failure) before it stops.
+    outage_limit_s: float = 1800.0
     base_delay_s: float = 1.0
     max_delay_s: float = 60.0
     # A Retry-After beyond this is clipped: a run waits, but not for hours on one call.
     max_retry_after_s: float = 300.0
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
     rand: Callable[[], float] = field(default=random.random, repr=False)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    # Told before every wait: "waiting for the model API (attempt n, next try in s): why".
+    on_wait: Callable[[str], None] | None = field(default=None, repr=False)
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig) -> RetryPolicy:
-        return cls(max_retries=cfg.max_retries)
+    def from_config(cls, cfg: ModelConfig, on_wait: Callable[[str], None] | None = None) -> RetryPolicy:
+        return cls(max_retries=cfg.max_retries, outage_limit_s=cfg.outage_limit_s, on_wait=on_wait)
 
     def delay(self, retry: int, retry_after: float | None) -> float:
         """Seconds to wait before retry number ``retry`` (1-based): the server's Retry-After when
@@ -100,6 +105,7 @@ def call_with_retries(call: Callable[[], T], *, provider: str, errors: SdkErrors
     """Run ``call`` until it returns, retrying what is worth retrying; returns (result, attempts).
     Raises ModelError (its text redacted, no SDK exception chained) when it gives up."""
     attempt = 0
+    first_failure: float | None = None
     while True:
         attempt += 1
         outcome = _attempt(call, errors)
@@ -108,10 +114,18 @@ def call_with_retries(call: Callable[[], T], *, provider: str, errors: SdkErrors
         what = redact(outcome.what)
         if not outcome.retryable:
             raise ModelError(f"{provider}: {what}")
-        if attempt > policy.max_retries:
-            raise ModelError(f"{provider}: gave up after {attempt} attempts; last error: {what}")
+        now = policy.clock()
+        first_failure = now if first_failure is None else first_failure
         wait = policy.delay(attempt, outcome.retry_after)
-        log.warning("%s: %s; retry %d of %d in %.1f s", provider, what, attempt, policy.max_retries, wait)
+        if policy.max_retries is not None and attempt > policy.max_retries:
+            raise ModelError(f"{provider}: gave up after {attempt} attempts; last error: {what}")
+        if now - first_failure + wait > policy.outage_limit_s:
+            raise ModelError(f"{provider}: unavailable for {now - first_failure:.0f} s, beyond the outage limit "
+                             f"(model.outage_limit_s = {policy.outage_limit_s:g}); last error: {what}")
+        note = f"waiting for the model API (attempt {attempt}, next try in {wait:.1f} s): {what}"
+        log.warning("%s: %s", provider, note)
+        if policy.on_wait is not None:
+            policy.on_wait(note)
         policy.sleep(wait)
 
 

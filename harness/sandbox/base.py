@@ -19,8 +19,17 @@ class SandboxError(Exception):
     """A sandbox operation failed for a reason other than the command itself."""
 
 
+DeathCause = Literal["oom", "exited", "gone", "unknown"]
+
+
 class SandboxDied(SandboxError):
-    """The container is gone or stopped (killed, OOM of its init, engine restart): call ``restart()``."""
+    """The container is gone or stopped (killed, OOM-killed, engine restart): the loop calls
+    ``restart()``. ``cause``: ``oom`` (the kernel's OOM killer, Docker's ``OOMKilled``), ``exited``
+    (stopped or killed from outside), ``gone`` (removed), ``unknown``."""
+
+    def __init__(self, message: str, cause: DeathCause = "unknown") -> None:
+        super().__init__(message)
+        self.cause: DeathCause = cause
 
 
 class FileTooLarge(SandboxError):
@@ -76,6 +85,7 @@ class SandboxConfig(BaseModel):
     )
     docker_timeout_s: float = Field(default=60.0, gt=0, description="Timeout of each Docker API call.")
     docker_retries: int = Field(default=3, ge=1, description="Attempts of an idempotent Docker call.")
+    engine_wait_s: float = Field(default=600.0, gt=0, description="How long an unreachable engine is waited for.")
     network: Literal["none"] = "none"
 
 
@@ -91,6 +101,17 @@ class Sandbox(Protocol):
 
     def write_file(self, path: str, content: str) -> None: ...
 
-    def stop(self) -> None: ...
+    def stop(self) -> None:
+        """Remove the sandbox (the workspace stays)."""
+        ...
 
     def alive(self) -> bool: ...
+
+    def restart(self) -> None:
+        """Make the sandbox anew from the same workspace, config and data (after it died)."""
+        ...
+
+    def claim_workspace(self) -> None:
+        """After the host wrote into the workspace: give new files to the sandbox's user. Backends
+        whose user is the host's need nothing here."""
+        return None

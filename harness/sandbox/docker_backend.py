@@ -35,14 +35,17 @@ from typing import Any, TypeVar
 
 import docker
 import docker.errors
-import requests
 from docker.types import Mount
 
+from harness.docker_util import call_docker, hardened
+from harness.paths import REPO_ROOT
 from harness.sandbox.base import (
     DATA_ROOT,
     WORKSPACE,
+    DeathCause,
     ExecResult,
     FileTooLarge,
+    Sandbox,
     SandboxConfig,
     SandboxDied,
     SandboxError,
@@ -53,7 +56,6 @@ T = TypeVar("T")
 AGENT_UID = 1000
 CONTAINER_PATH = "/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LABEL = "staircase.sandbox"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 _POLL_S = 0.25  # how often a silent exec stream checks its deadline
 _WATCHDOG_SLACK_S = 5.0  # after timeout + grace, how long before the harness kills by marker
 _SWEEP_LIMIT_S = 30.0  # how long the marker sweep keeps trying to get a process slot and finish
@@ -135,7 +137,19 @@ def _already_buffered(sock: object, raw: socket.socket) -> bytes:
         raw.settimeout(timeout)
 
 
-class DockerSandbox:
+def remove_labelled(key: str, value: str, client: docker.DockerClient | None = None) -> int:
+    """Remove every container labelled ``key=value`` (a run's, at its end); returns how many."""
+    client = client or docker.from_env(timeout=60)
+    found = client.api.containers(all=True, filters={"label": f"{key}={value}"})
+    for c in found:
+        try:
+            client.api.remove_container(c["Id"], force=True)
+        except docker.errors.NotFound:
+            pass
+    return len(found)
+
+
+class DockerSandbox(Sandbox):
     """A running sandbox container. Create with :meth:`start`; use as a context manager or call
     :meth:`stop`."""
 
@@ -147,8 +161,12 @@ class DockerSandbox:
         image: str,
         dev_data: dict[str, Path],
         log_dir: Path | None,
+        labels: dict[str, str] | None = None,
+        on_wait: Callable[[str], None] | None = None,
     ) -> None:
         self._client = client
+        self.labels = dict(labels or {})
+        self.on_wait = on_wait
         self.workspace = workspace
         self.config = config
         self.image = image
@@ -170,9 +188,12 @@ class DockerSandbox:
         log_dir: Path | None = None,
         *,
         client: docker.DockerClient | None = None,
+        labels: dict[str, str] | None = None,
+        on_wait: Callable[[str], None] | None = None,
     ) -> DockerSandbox:
         """Start a sandbox on ``workspace`` (a host directory), ``dev_data`` mounted read-only at
-        /data/<name>, full outputs of long commands kept in ``log_dir``."""
+        /data/<name>, full outputs of long commands kept in ``log_dir``. ``labels`` are added to the
+        container's; ``on_wait`` is told while the Docker engine is waited for."""
         config = config or SandboxConfig()
         workspace = workspace.resolve()
         if not workspace.is_dir():
@@ -188,7 +209,7 @@ class DockerSandbox:
             from harness.sandbox.image import ensure_image  # the build machinery is only needed here
 
             image = ensure_image(REPO_ROOT).tag
-        sandbox = cls(client, workspace, config, image, dict(dev_data or {}), log_dir)
+        sandbox = cls(client, workspace, config, image, dict(dev_data or {}), log_dir, labels, on_wait)
         sandbox._create()
         return sandbox
 
@@ -231,17 +252,14 @@ class DockerSandbox:
                 user=self.user,
                 working_dir=WORKSPACE,
                 environment=self._environment(),
-                network_mode="none",
                 cpuset_cpus=cfg.cpuset,
                 mem_limit=cfg.memory,
                 memswap_limit=cfg.memory,
                 pids_limit=cfg.pids_limit,
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
                 mounts=mounts,
                 tmpfs={"/tmp": f"rw,exec,nosuid,nodev,size={cfg.tmpfs_size},mode=1777"},
                 hostname="sandbox",
-                labels={LABEL: "1", "staircase.workspace": str(self.workspace)},
+                **hardened(labels={LABEL: "1", "staircase.workspace": str(self.workspace), **self.labels}),
             )
 
         container = self._call(create)
@@ -273,6 +291,22 @@ class DockerSandbox:
         except docker.errors.NotFound:
             return False
         return bool(state.get("Running")) and not state.get("Restarting")
+
+    def death_cause(self) -> DeathCause:
+        """Why the container is not running: the OOM killer, an exit (stopped or killed), or gone."""
+        try:
+            state = self._call(lambda: self._client.api.inspect_container(self.container_id))["State"]
+        except docker.errors.NotFound:
+            return "gone"
+        if state.get("OOMKilled"):
+            return "oom"
+        return "unknown" if state.get("Running") else "exited"
+
+    def _died(self, what: str) -> SandboxDied:
+        cause = self.death_cause()
+        detail = {"oom": f"OOM-killed at its {self.config.memory} memory limit", "gone": "removed",
+                  "exited": "stopped or killed"}.get(cause, "not running")
+        return SandboxDied(f"sandbox {self.name} {what} ({detail})", cause)
 
     def _dying(self) -> bool:
         """After a command was SIGKILLed: was it the container going down? Its state may lag the
@@ -369,7 +403,7 @@ class DockerSandbox:
             sock = api.exec_start(created["Id"], socket=True)
         except docker.errors.APIError as e:
             if e.status_code in (404, 409):
-                raise SandboxDied(f"sandbox {self.name} is not running: {e.explanation}") from e
+                raise self._died(f"is not running: {e.explanation}") from e
             raise SandboxError(f"docker exec failed: {e}") from e
         raw: socket.socket = getattr(sock, "_sock", sock)
         watchdog_fired = False
@@ -411,15 +445,15 @@ class DockerSandbox:
             try:
                 info = self._call(lambda: self._client.api.exec_inspect(exec_id))
             except docker.errors.NotFound as e:
-                raise SandboxDied(f"sandbox {self.name} is gone") from e
+                raise self._died("is gone") from e
             if not info.get("Running") and info.get("ExitCode") is not None:
                 code = int(info["ExitCode"])
                 if code in (126, 137, 255) and self._dying():
-                    raise SandboxDied(f"sandbox {self.name} died during the command")
+                    raise self._died("died during the command")
                 return code
             time.sleep(0.05)
         if not self.alive():
-            raise SandboxDied(f"sandbox {self.name} died during the command")
+            raise self._died("died during the command")
         return -1
 
     def _kill_marked(self, exec_id: str) -> None:
@@ -488,18 +522,7 @@ class DockerSandbox:
     # ---- Docker calls ----------------------------------------------------------------------
 
     def _call(self, fn: Callable[[], T]) -> T:
-        """``fn()`` with bounded retries on transport errors and engine 5xx (never on 4xx)."""
-        attempts = self.config.docker_retries
-        for attempt in range(attempts):
-            try:
-                return fn()
-            except docker.errors.NotFound:
-                raise
-            except docker.errors.APIError as e:
-                if e.status_code is not None and e.status_code < 500 or attempt == attempts - 1:
-                    raise
-            except (requests.ConnectionError, requests.Timeout) as e:
-                if attempt == attempts - 1:
-                    raise SandboxError(f"Docker engine unreachable: {e}") from e
-            time.sleep(0.2 * 2**attempt)
-        raise AssertionError("unreachable")
+        """``fn()`` with bounded retries on engine 5xx (never on 4xx), waiting for an engine that is
+        unreachable (up to ``config.engine_wait_s``, then :class:`~harness.docker_util.EngineUnavailable`)."""
+        return call_docker(fn, retries=self.config.docker_retries, engine_wait_s=self.config.engine_wait_s,
+                           on_wait=self.on_wait)

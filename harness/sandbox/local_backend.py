@@ -12,10 +12,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from harness.sandbox.base import ExecResult, FileTooLarge, SandboxConfig, SandboxError
+from harness.sandbox.base import ExecResult, FileTooLarge, Sandbox, SandboxConfig, SandboxError
 
 
-class LocalSandbox:
+class LocalSandbox(Sandbox):
     def __init__(self, workspace: Path, config: SandboxConfig | None = None, env: dict[str, str] | None = None):
         self.workspace = Path(workspace).resolve()
         self.config = config or SandboxConfig()
@@ -42,6 +42,10 @@ class LocalSandbox:
             os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
             timed_out = True
+        except BaseException:  # a stop signal mid-command: the command does not outlive it
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
         head, tail = self.config.output_head_bytes, self.config.output_tail_bytes
 
         def cut(b: bytes) -> tuple[str, bool]:
@@ -78,3 +82,6 @@ class LocalSandbox:
 
     def alive(self) -> bool:
         return self._alive
+
+    def restart(self) -> None:
+        self._alive = True

@@ -18,7 +18,8 @@ import yaml
 from harness.config import RunConfig, load_config
 from harness.datasets.sources import generate_dataset
 from harness.datasets.store import DatasetStore
-from harness.ledger import Ledger
+from harness.events import Event, IterationEnd, RunEnd, ScoreEvent, Submission
+from harness.ledger import Ledger, read_events
 from harness.run import Run
 from harness.sandbox.local_backend import LocalSandbox
 from harness.scorer.record import Hardware, Score, Status
@@ -30,6 +31,9 @@ class StubScorer:
 
     def __init__(self) -> None:
         self.calls = 0
+
+    def close(self) -> None:
+        pass
 
     def score(self, path: Path, **_: object) -> Score:
         self.calls += 1
@@ -76,15 +80,13 @@ def factories() -> dict[str, object]:
 
 def ledger_digest(run_dir: Path) -> dict[str, object]:
     """What must be identical between an interrupted-and-resumed run and an uninterrupted one."""
-    led = Ledger(run_dir)
-    events = list(led.events())
-    led.close()
+    events = list(read_events(run_dir))
     return {
-        "submissions": [(e["iteration"], e["tag"], e["message"]) for e in events if e["type"] == "submission"],
-        "scores": [(e["iteration"], e["score"]["tree_hash"], e["score"]["status"], e["score"]["qps"])
-                   for e in events if e["type"] == "score"],
-        "iteration_ends": [e["iteration"] for e in events if e["type"] == "iteration_end"],
-        "run_end": [e["reason"] for e in events if e["type"] == "run_end"],
+        "submissions": [(e.iteration, e.tag, e.message) for e in events if isinstance(e, Submission)],
+        "scores": [(e.iteration, e.score.tree_hash, e.score.status.value, e.score.qps)
+                   for e in events if isinstance(e, ScoreEvent)],
+        "iteration_ends": [e.iteration for e in events if isinstance(e, IterationEnd)],
+        "run_end": [e.reason for e in events if isinstance(e, RunEnd)],
     }
 
 
@@ -100,11 +102,11 @@ def _drive(run_dir: Path, kill_at: int, when: str, tmp: Path) -> None:
         original = Ledger.append
         count = {"n": 0}
 
-        def append(self: Ledger, type_: str, **data: object) -> dict:  # type: ignore[type-arg]
+        def append(self: Ledger, event: Event) -> Event:
             count["n"] += 1
             if count["n"] == kill_at and when == "before":
                 os.kill(os.getpid(), signal.SIGKILL)
-            event = original(self, type_, **data)
+            event = original(self, event)
             if count["n"] == kill_at and when == "after":
                 os.kill(os.getpid(), signal.SIGKILL)
             return event

@@ -1,7 +1,8 @@
 import json
 from pathlib import Path
 
-from harness.ledger import Ledger
+from harness.events import RunEnd, RunStart
+from harness.ledger import Ledger, read_events
 from harness.models.scripted import ScriptedModel
 from harness.run import Run
 from tests.loop.support import factories, ledger_digest, make_config, tree_of
@@ -25,8 +26,8 @@ def test_a_run_iterates_submits_scores_and_ends_when_the_script_does(tmp_path):
     assert [ln for ln in notes.splitlines() if ln.startswith("iteration ")] == [f"iteration {i}" for i in range(1, 5)]
     # config saved without secrets, events parse, the price snapshot is present
     assert "api_key" not in (run.dir / "config.yaml").read_text().replace("api_key_env", "")
-    events = list(Ledger(run.dir).events())
-    assert events[0]["type"] == "run_start" and events[-1]["type"] == "run_end"
+    events = list(read_events(run.dir))
+    assert events[0].type == "run_start" and events[-1].type == "run_end"
 
 
 def test_budget_on_iterations_ends_the_run(tmp_path):
@@ -39,15 +40,15 @@ def test_per_iteration_tool_cap_submits_what_is_there(tmp_path):
     cfg = make_config(tmp_path, episodes=2, **{"budget.max_tool_calls_per_iteration": 2})
     run = Run.create(cfg, tmp_path / "r", **factories())
     run.execute()
-    subs = list(Ledger(run.dir).events("submission"))
-    assert [s["reason"] for s in subs] == ["tool_cap", "tool_cap"]
+    subs = list(read_events(run.dir, "submission"))
+    assert [s.reason for s in subs] == ["tool_cap", "tool_cap"]
 
 
 def test_tool_call_budget_mid_episode_still_scores_the_work(tmp_path):
     run = Run.create(make_config(tmp_path, episodes=3, **{"budget.max_tool_calls": 6}), tmp_path / "r", **factories())
     s = run.execute()
     assert s.end_reason == "max_tool_calls: 6 of 6 used"
-    assert [e["reason"] for e in Ledger(run.dir).events("submission")] == ["submitted", "budget"]
+    assert [e.reason for e in read_events(run.dir, "submission")] == ["submitted", "budget"]
 
 
 def test_stuck_detector_and_readable_tool_errors(tmp_path):
@@ -57,11 +58,10 @@ def test_stuck_detector_and_readable_tool_errors(tmp_path):
     model = ScriptedModel([bad + steps])
     run = Run.create(cfg, tmp_path / "r", model=model, **factories())
     run.execute()
-    led = Ledger(run.dir)
-    tools = list(led.events("tool_call"))
-    assert "unknown tool 'nosuchtool'" in tools[0]["output"] and tools[0]["is_error"]
-    assert "missing required argument(s): content" in tools[1]["output"]
-    assert [e["reason"] for e in led.events("iteration_end")] == ["stuck"]
+    tools = list(read_events(run.dir, "tool_call"))
+    assert "unknown tool 'nosuchtool'" in tools[0].output and tools[0].is_error
+    assert "missing required argument(s): content" in tools[1].output
+    assert [e.reason for e in read_events(run.dir, "iteration_end")] == ["stuck"]
     assert len(tools) == 5  # two errors, then three identical calls
 
 
@@ -72,9 +72,9 @@ def test_long_output_is_cut_for_the_model_and_kept_in_full(tmp_path):
                             {"name": "submit", "arguments": {"message": "x"}}]])
     run = Run.create(cfg, tmp_path / "r", model=model, **factories())
     run.execute()
-    call = next(Ledger(run.dir).events("tool_call"))
-    assert "characters cut" in call["output"] and len(call["output"]) < 400
-    full = (run.dir / call["full_output"]).read_text()
+    call = next(read_events(run.dir, "tool_call"))
+    assert "characters cut" in call.output and len(call.output) < 400
+    full = (run.dir / call.full_output).read_text()
     assert "\n1000\n" in full and full.startswith("1\n")
 
 
@@ -88,16 +88,21 @@ def test_resume_of_a_finished_run_does_nothing(tmp_path):
 
 def test_torn_last_line_is_repaired(tmp_path):
     led = Ledger(tmp_path)
-    led.append("a", x=1)
-    led.append("b", x=2)
+    led.append(RunStart(name="a"))
+    led.append(RunEnd(reason="b"))
     led.close()
     with (tmp_path / "events.jsonl").open("ab") as f:
-        f.write(b'{"seq":2,"ts":1,"type":"c","x":')
+        f.write(b'{"seq":2,"ts":1,"type":"run_end","reason":')
+    # a reader stops before the torn line, and changes nothing
+    size = (tmp_path / "events.jsonl").stat().st_size
+    assert [e.type for e in read_events(tmp_path)] == ["run_start", "run_end"]
+    assert (tmp_path / "events.jsonl").stat().st_size == size
     led2 = Ledger(tmp_path)
     assert led2.repaired_bytes > 0
-    assert [e["type"] for e in led2.events()] == ["a", "b"]
-    led2.append("c", x=3)
-    assert [e["seq"] for e in led2.events()] == [0, 1, 2]
+    assert [e.type for e in led2.events()] == ["run_start", "run_end"]
+    led2.append(RunEnd(reason="c"))
+    assert [e.seq for e in led2.events()] == [0, 1, 2]
+    led2.close()
 
 
 def test_kcores_50_preset_tools_and_the_last_call_scores(tmp_path):
@@ -121,13 +126,12 @@ def test_kcores_50_preset_tools_and_the_last_call_scores(tmp_path):
     s = run.execute()
     assert seen["tools"] == ["read_file", "write_file", "list_files", "build_project", "run_benchmark",
                              "run_correctness_test", "run_profiling", "get_status", "finish"]
-    led = Ledger(run.dir)
-    status = [e["output"] for e in led.events("tool_call") if e["name"] == "get_status"][0]
+    status = [e.output for e in read_events(run.dir, "tool_call") if e.name == "get_status"][0]
     assert "tool calls used: 2; left: 2 of 4" in status
     # the 50-call budget (4 here) ends the session; the last state is still scored, as in the original
     assert s.end_reason == "max_tool_calls: 4 of 4 used"
-    assert [e["reason"] for e in led.events("submission")] == ["budget"]
-    assert len(list(led.events("score"))) == 1
+    assert [e.reason for e in read_events(run.dir, "submission")] == ["budget"]
+    assert len(list(read_events(run.dir, "score"))) == 1
 
 
 def test_kcores_finish_submits(tmp_path):
@@ -135,7 +139,7 @@ def test_kcores_finish_submits(tmp_path):
     model = ScriptedModel([[{"name": "finish", "arguments": {"summary": "done"}}]])
     run = Run.create(cfg, tmp_path / "r", model=model, **factories())
     run.execute()
-    assert [e["message"] for e in Ledger(run.dir).events("submission")] == ["done"]
+    assert [e.message for e in read_events(run.dir, "submission")] == ["done"]
 
 
 def test_workspace_with_relative_paths(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from harness.ledger import Ledger
+from harness.ledger import read_events
 from tests.loop.support import ledger_digest, tree_of
 
 # (ledger append at which to die, before or after the line is written)
@@ -38,5 +38,5 @@ def test_killed_and_resumed_run_matches_uninterrupted(kill_at, when, tmp_path, r
     assert got == expected
     for _, tag, _ in got["submissions"]:
         assert tree_of(tmp_path / "run", tag) == tree_of(ref_dir, tag)
-    types = [e["type"] for e in Ledger(tmp_path / "run").events()]
+    types = [e.type for e in read_events(tmp_path / "run")]
     assert types.count("run_resume") == 1 and types[-1] == "run_end"
