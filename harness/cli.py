@@ -11,6 +11,7 @@ from harness.analysis.cli import compare_cmd, report, runs
 from harness.analysis.kcores_import import import_kcores
 from harness.analysis.replay import replay
 from harness.bench.cli import app as bench_app
+from harness.cli_options import Json, Sets
 from harness.config import ConfigError, config_to_yaml, load_config
 from harness.console import emit_json, fail
 from harness.datasets.cli import app as datasets_app
@@ -40,12 +41,6 @@ app.command("replay")(replay)
 import_app = typer.Typer(help="Bring runs from elsewhere.", no_args_is_help=True)
 import_app.command("kcores")(import_kcores)
 app.add_typer(import_app, name="import")
-
-Sets = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override a setting: dotted.key=value (repeatable)."),
-]
-Json = Annotated[bool, typer.Option("--json", help="Print one JSON value on stdout.")]
 
 
 @config_app.command("show")

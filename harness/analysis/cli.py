@@ -11,9 +11,8 @@ from rich.table import Table
 
 from harness.analysis.report import write_report
 from harness.analysis.staircase import AXES, load_staircase
+from harness.cli_options import Json
 from harness.console import emit_json, err, fail, log
-
-Json = Annotated[bool, typer.Option("--json", help="Print one JSON value on stdout.")]
 
 
 def _recall_floor(run_dir: Path) -> float:

@@ -12,6 +12,7 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from harness.cli_options import Json
 from harness.console import emit_json, err, fail, log
 from harness.datasets.download import DownloadError
 from harness.datasets.sources import SIFT_URL, fetch_sift, generate_dataset
@@ -24,7 +25,6 @@ DataDir = Annotated[
     Path | None,
     typer.Option("--data-dir", help="Data directory (default: $STAIRCASE_DATA or ~/.staircase/data)."),
 ]
-Json = Annotated[bool, typer.Option("--json", help="Print one JSON value on stdout.")]
 
 
 def _gt_progress(progress: Progress) -> Callable[[str, int, int], None]:

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from harness.cli_options import Json
 from harness.console import emit_json, fail, log
 
 app = typer.Typer(help="The Docker sandbox image (built offline).", no_args_is_help=True)
@@ -20,7 +21,6 @@ Base = Annotated[
         "pull: FROM rust:1.95-slim-bookworm.",
     ),
 ]
-Json = Annotated[bool, typer.Option("--json", help="Print one JSON value on stdout.")]
 
 
 def _base(value: str) -> Literal["offline", "pull"]:
