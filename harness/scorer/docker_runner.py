@@ -7,6 +7,14 @@
 - load: the load generator runs in a second container that joins the server's network namespace
   (``network_mode=container:<id>``), pinned to its own CPUs; the hidden queries exist only there,
   the ground truth only in the harness.
+
+Every Docker call goes through ``harness.docker_util.call_docker``: an engine that cannot be reached
+is waited for up to ``scorer.engine_wait_s``, then the scoring raises ``EngineUnavailable`` (never a
+score: the engine's failure is not the submission's). An engine that went away while the scoring's
+containers ran and came back voids the scoring (``EngineInterrupted``): its containers may have
+died with it. Every container is labelled ``staircase.scorer=1`` (plus the caller's labels, e.g.
+a run's id, so that the run's end can remove what an interrupted process left) and is removed
+whatever ends its phase, an interrupt included.
 """
 
 from __future__ import annotations
@@ -16,27 +24,28 @@ import os
 import re
 import shutil
 import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
-import requests.exceptions
 
 from harness.config import ScorerConfig
+from harness.docker_util import EngineUnavailable, call_docker, hardened, is_read_timeout
 from harness.scorer.record import Hardware
 from harness.scorer.runner import BuildOutcome, LoadgenRun, Server, cpu_model
 from harness.scorer.submission import REPO_ROOT, package_name
 
+T = TypeVar("T")
 PORT = 8080
-LOG_OPTS = {"type": "json-file", "config": {"max-size": "2m", "max-file": "1"}}
-HARDENING: dict[str, Any] = {
-    "cap_drop": ["ALL"],
-    "security_opt": ["no-new-privileges"],
-    "network_mode": "none",
-    "log_config": LOG_OPTS,
-    "labels": {"staircase": "scorer"},
-}
+# Every scorer container carries this label (value "1"): `docker ps --filter label=staircase.scorer`.
+SCORER_LABEL = "staircase.scorer"
+# Removing a container waits at most this long for an unreachable engine: a removal runs while
+# a scoring ends (perhaps interrupted), and a run removes what is left by label at its end.
+CLEANUP_ENGINE_WAIT_S = 30.0
 
 
 # Compile offline against the vendored crates. A Cargo.lock that pins versions we do not vendor is
@@ -80,13 +89,19 @@ def run_build_cache(run_dir: Path) -> str:
     return f"run-{re.sub(r'[^A-Za-z0-9_.-]', '_', resolved.name)[:40]}-{digest}"
 
 
+class EngineInterrupted(EngineUnavailable):
+    """The Docker engine was unreachable while a scoring's containers ran, and came back: they may
+    have died with it, so the measurement is void (score again)."""
+
+
 class DockerServer:
-    def __init__(self, container: Any) -> None:
+    def __init__(self, runner: DockerRunner, container: Any) -> None:
+        self.runner = runner
         self.container = container
 
     def _state(self) -> dict[str, Any]:
         try:
-            self.container.reload()
+            self.runner.call(self.container.reload)
             return dict(self.container.attrs.get("State", {}))
         except docker.errors.NotFound:
             return {"Status": "removed"}
@@ -107,16 +122,13 @@ class DockerServer:
 
     def log_tail(self, limit: int) -> str:
         try:
-            raw = self.container.logs(stdout=True, stderr=True, tail=400)
+            raw = self.runner.call(lambda: self.container.logs(stdout=True, stderr=True, tail=400))
         except docker.errors.APIError:
             return ""
-        return raw[-limit:].decode("utf-8", "replace")
+        return bytes(raw)[-limit:].decode("utf-8", "replace")
 
     def stop(self) -> None:
-        try:
-            self.container.remove(force=True)
-        except docker.errors.APIError:
-            pass
+        self.runner.remove(self.container)
 
 
 class DockerRunner:
@@ -124,23 +136,29 @@ class DockerRunner:
 
     name = "docker"
 
-    def __init__(self, cfg: ScorerConfig, *, image: str | None = None, log: Any = None,
-                 build_cache: str | None = None) -> None:
+    def __init__(self, cfg: ScorerConfig, *, image: str | None = None, log: Callable[[str], None] | None = None,
+                 build_cache: str | None = None, labels: dict[str, str] | None = None,
+                 on_wait: Callable[[str], None] | None = None) -> None:
+        """``labels`` are added to every container (``staircase.scorer=1`` always is); ``on_wait``
+        is told, besides ``log``, each time the Docker engine is waited for."""
         self.cfg = cfg
         # None: every build gets a fresh target dir seeded from the image's pre-built dependencies,
         # so nothing a build writes (a build script can write anything there) reaches another
         # build. A name: builds share a cache under that name (a run's own submissions, which can
         # only poison themselves).
         self.build_cache = build_cache
-        self.client = docker.from_env(timeout=120)
         self.log = log or (lambda _m: None)
+        self.on_wait = on_wait
+        self.labels = {SCORER_LABEL: "1", **(labels or {})}
+        self._live: dict[str, Any] = {}  # containers created and not yet removed, by id
+        self._outages = 0  # how often a call found the engine unreachable
+        self.client = self.call(lambda: docker.from_env(timeout=120))
         tag = image or cfg.image
         if tag is None:
             from harness.sandbox.image import ensure_image
 
             tag = ensure_image(REPO_ROOT, progress=self.log).tag
-        self.image = self.client.images.get(tag)
-        self._work: list[Path] = []
+        self.image = self.call(lambda: self.client.images.get(tag))
 
     def hardware(self) -> Hardware:
         return Hardware(cpu_model=cpu_model(), host_cpus=os.cpu_count() or 1, server_cpus=self.cfg.server_cpus,
@@ -160,21 +178,19 @@ class DockerRunner:
         else:
             target = target_cache_dir() / self.build_cache / name
         target.mkdir(parents=True, exist_ok=True)
-        script = BUILD_SCRIPT
         t0 = time.monotonic()
-        c = self.client.containers.run(
-            self.image.id, ["bash", "-c", script], detach=True, user=_user(),
+        with self._container(
+            "build", ["bash", "-c", BUILD_SCRIPT], user=_user(),
             environment={"CARGO_HOME": "/tmp/cargo-home", "CARGO_TARGET_DIR": "/target", "HOME": "/tmp",
                          "PATH": "/usr/local/cargo/bin:/usr/local/bin:/usr/bin:/bin",
                          "RUSTUP_HOME": "/usr/local/rustup", "CARGO_TERM_COLOR": "never"},
             volumes={str(build_dir): {"bind": "/build", "mode": "rw"}, str(target): {"bind": "/target", "mode": "rw"}},
             tmpfs={"/tmp": "size=512m,exec"}, cpuset_cpus=_union(self.cfg.server_cpus, self.cfg.loadgen_cpus),
-            mem_limit="4g", memswap_limit="4g", pids_limit=512, **HARDENING,
-        )
-        timed_out, code = self._wait(c, timeout_s)
-        seconds = time.monotonic() - t0
-        logs = _logs(c)
-        _remove(c)
+            mem_limit="4g", memswap_limit="4g", pids_limit=512,
+        ) as c:
+            timed_out, code = self._wait(c, timeout_s)
+            seconds = time.monotonic() - t0
+            logs = self._logs(c)
         binary = target / "release" / name
         ok = not timed_out and code == 0 and binary.is_file()
         if ok:
@@ -189,15 +205,20 @@ class DockerRunner:
 
     def start(self, build: BuildOutcome) -> DockerServer:
         assert build.binary is not None
-        c = self.client.containers.run(
-            self.image.id, ["/srv/server"], detach=True, user=_user(),
+        c = self._create(
+            "server", ["/srv/server"], user=_user(),
             environment={"PORT": str(PORT), "RUST_BACKTRACE": "1", "HOME": "/tmp", "PATH": "/usr/bin:/bin"},
             volumes={str(build.binary): {"bind": "/srv/server", "mode": "ro"}},
             tmpfs={"/tmp": "size=64m"}, read_only=True, init=True,
             cpuset_cpus=self.cfg.server_cpus, mem_limit=self.cfg.memory_limit, memswap_limit=self.cfg.memory_limit,
-            pids_limit=self.cfg.pids_limit, **HARDENING,
+            pids_limit=self.cfg.pids_limit,
         )
-        return DockerServer(c)
+        try:
+            self.call(c.start)
+        except BaseException:
+            self.remove(c)
+            raise
+        return DockerServer(self, c)
 
     def wait_accepting(self, server: Server, timeout_s: float) -> bool:
         assert isinstance(server, DockerServer)
@@ -205,7 +226,7 @@ class DockerRunner:
                  f"(exec 3<>/dev/tcp/127.0.0.1/{PORT}) 2>/dev/null && exit 0; sleep 0.05; done; exit 1")
         if not server.alive():
             return False
-        code, _ = self._netns_run(server, ["bash", "-c", probe], {}, None, timeout_s + 10,
+        code, _ = self._netns_run("probe", server, ["bash", "-c", probe], {}, None, timeout_s + 10,
                                   cpus=self.cfg.loadgen_cpus)
         return code == 0 and server.alive()
 
@@ -216,58 +237,122 @@ class DockerRunner:
         assert isinstance(server, DockerServer)
         argv = ["loadgen"] + [a.replace("{in}", "/in").replace("{out}", "/out")
                               .replace("{addr}", f"127.0.0.1:{PORT}") for a in args]
-        code, output = self._netns_run(server, argv, inputs, out_dir, timeout_s, cpus=self.cfg.loadgen_cpus)
+        code, output = self._netns_run("loadgen", server, argv, inputs, out_dir, timeout_s,
+                                       cpus=self.cfg.loadgen_cpus)
         return LoadgenRun(exit_code=code, timed_out=code is None, output=output[-8000:])
 
-    def _netns_run(self, server: DockerServer, argv: list[str], inputs: dict[str, Path], out_dir: Path | None,
-                   timeout_s: float, *, cpus: str) -> tuple[int | None, str]:
+    def _netns_run(self, role: str, server: DockerServer, argv: list[str], inputs: dict[str, Path],
+                   out_dir: Path | None, timeout_s: float, *, cpus: str) -> tuple[int | None, str]:
         volumes = {str(p.resolve()): {"bind": f"/in/{name}", "mode": "ro"} for name, p in inputs.items()}
         if out_dir is not None:
             volumes[str(out_dir)] = {"bind": "/out", "mode": "rw"}
-        hardening = {**HARDENING, "network_mode": f"container:{server.container.id}"}
-        c = self.client.containers.run(
-            self.image.id, argv, detach=True, user=_user(),
-            environment={"HOME": "/tmp", "PATH": "/usr/local/bin:/usr/bin:/bin"},
+        with self._container(
+            role, argv, user=_user(), environment={"HOME": "/tmp", "PATH": "/usr/local/bin:/usr/bin:/bin"},
             volumes=volumes, tmpfs={"/tmp": "size=64m"}, read_only=True, cpuset_cpus=cpus,
-            mem_limit="2g", memswap_limit="2g", pids_limit=256, **hardening,
-        )
-        timed_out, code = self._wait(c, timeout_s)
-        output = _logs(c)
-        _remove(c)
+            mem_limit="2g", memswap_limit="2g", pids_limit=256, network_mode=f"container:{server.container.id}",
+        ) as c:
+            timed_out, code = self._wait(c, timeout_s)
+            output = self._logs(c)
         return (None if timed_out else code), output
 
     # -- plumbing --------------------------------------------------------------------------------
 
-    def _wait(self, c: Any, timeout_s: float) -> tuple[bool, int | None]:
-        try:
-            res = c.wait(timeout=timeout_s)
-            return False, int(res.get("StatusCode", -1))
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+    def call(self, fn: Callable[[], T], *, engine_wait_s: float | None = None, void_on_outage: bool = True) -> T:
+        """``fn()`` under ``call_docker``'s policy. When the engine was unreachable during the call
+        while containers of ours existed, they may have died with it: ``EngineInterrupted`` (unless
+        ``void_on_outage`` is False, for removals)."""
+        outages, busy = self._outages, bool(self._live)
+        result = call_docker(fn, engine_wait_s=self.cfg.engine_wait_s if engine_wait_s is None else engine_wait_s,
+                             on_wait=self._engine_waiting)
+        if void_on_outage and busy and self._outages != outages:
+            raise EngineInterrupted("the Docker engine was unreachable while the scoring's containers ran; "
+                                    "they may have died with it, so this measurement is void")
+        return result
+
+    def _engine_waiting(self, message: str) -> None:
+        self._outages += 1
+        self.log(message)
+        if self.on_wait is not None:
+            self.on_wait(message)
+
+    def _create(self, role: str, command: list[str], **kw: Any) -> Any:
+        """Create (not start) a hardened, labelled container, remembered until it is removed."""
+        name = f"staircase-scorer-{role}-{uuid.uuid4().hex[:12]}"
+        kwargs = hardened(labels=self.labels, **kw)
+
+        def create() -> Any:
             try:
-                c.kill()
+                return self.client.containers.create(self.image.id, command, name=name, **kwargs)
+            except docker.errors.APIError as e:
+                if e.status_code == 409:  # an earlier attempt created it, then failed to answer
+                    return self.client.containers.get(name)
+                raise
+
+        c = self.call(create)
+        self._live[c.id] = c
+        return c
+
+    @contextmanager
+    def _container(self, role: str, command: list[str], **kw: Any) -> Iterator[Any]:
+        """A started container for one phase; removed when the phase ends, however it ends."""
+        c = self._create(role, command, **kw)
+        try:
+            self.call(c.start)
+            yield c
+        finally:
+            self.remove(c)
+
+    def _wait(self, c: Any, timeout_s: float) -> tuple[bool, int | None]:
+        """Wait for ``c`` to exit, at most ``timeout_s`` (an engine outage does not extend it):
+        (timed out, exit code). A container still running at the limit is killed."""
+        deadline = time.monotonic() + timeout_s
+
+        def wait() -> dict[str, Any] | None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                return dict(c.wait(timeout=left))
+            except Exception as e:
+                if is_read_timeout(e):
+                    return None
+                raise
+
+        res = self.call(wait)
+        if res is None:
+            try:
+                self.call(c.kill)
             except docker.errors.APIError:
-                pass
+                pass  # it exited meanwhile
             return True, None
+        return False, int(res.get("StatusCode", -1))
+
+    def _logs(self, c: Any) -> str:
+        try:
+            raw = self.call(lambda: c.logs(stdout=True, stderr=True, tail=2000))
+        except docker.errors.APIError:
+            return ""
+        return bytes(raw).decode("utf-8", "replace")
+
+    def remove(self, c: Any) -> None:
+        """Remove ``c`` (force); a failure is logged, and ``close`` tries again."""
+        try:
+            self.call(lambda: c.remove(force=True), engine_wait_s=min(self.cfg.engine_wait_s, CLEANUP_ENGINE_WAIT_S),
+                      void_on_outage=False)
+        except docker.errors.NotFound:
+            pass
+        except (docker.errors.APIError, EngineUnavailable) as e:
+            self.log(f"could not remove the scorer container {c.name}: {e}")
+            return
+        self._live.pop(c.id, None)
 
     def close(self) -> None:
+        """Remove any container still here and close the engine connection."""
+        for c in list(self._live.values()):
+            self.remove(c)
         self.client.close()
 
 
 def _union(a: str, b: str) -> str:
-    return ",".join(dict.fromkeys(a.split(",") + b.split(",")))
-
-
-def _logs(c: Any) -> str:
-    try:
-        return c.logs(stdout=True, stderr=True, tail=2000).decode("utf-8", "replace")
-    except docker.errors.APIError:
-        return ""
-
-
-def _remove(c: Any) -> None:
-    try:
-        c.remove(force=True)
-    except docker.errors.APIError:
-        pass
-
-
+    """Both CPU lists as one (Docker and the kernel accept overlapping entries)."""
+    return ",".join(dict.fromkeys((a, b)))
