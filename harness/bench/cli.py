@@ -10,10 +10,13 @@ from rich.table import Table
 
 from harness.bench import scorer_bench as sb
 from harness.bench.oracle import oracle_command
+from harness.cli_options import ConfigFile, Json, Sets
 from harness.config import ConfigError, load_config
 from harness.console import emit_json, err, fail, log
 from harness.datasets.store import DatasetError
+from harness.docker_util import EngineUnavailable
 from harness.scorer.runner import cpu_model
+from harness.scorer.scorer import BenchmarkScorer
 from harness.scorer.submission import REPO_ROOT, SubmissionError
 
 app = typer.Typer(help="Benchmarks of the harness itself and of reference points.", no_args_is_help=True)
@@ -34,9 +37,9 @@ def scorer_cmd(
     ceiling_rounds: Annotated[int, typer.Option(min=1)] = 5,
     ceiling_seconds: Annotated[float, typer.Option(min=0.5, help="Seconds per generator per round.")] = 3.0,
     only: Annotated[str, typer.Option(help="Comma-separated rows: ceiling,overhead,noise,brute.")] = ",".join(ROWS),
-    config: Annotated[Path | None, typer.Option(help="A run config to take scorer settings from.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override: scorer.KEY=VALUE (repeatable).")] = None,
-    json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON value.")] = False,
+    config: ConfigFile = None,
+    set_: Sets = None,
+    json: Json = False,
 ) -> None:
     """Measure the scorer: generator ceiling vs wrk, overhead, noise across rescorings, brute force."""
     wanted = {w.strip() for w in only.split(",") if w.strip()}
@@ -44,10 +47,8 @@ def scorer_cmd(
         fail(f"--only: choose among {', '.join(ROWS)} (got {only!r})")
     try:
         cfg = load_config(config, set_ or [])
-        from harness.scorer.cli import make_scorer
-
-        scorer = make_scorer(cfg, dataset) if wanted & {"overhead", "noise", "brute"} else None
-    except (ConfigError, DatasetError) as e:
+        scorer = BenchmarkScorer.from_config(cfg, dataset) if wanted & {"overhead", "noise", "brute"} else None
+    except (ConfigError, DatasetError, EngineUnavailable) as e:
         fail(str(e))
     s = cfg.scorer
     report = sb.ScorerBenchReport(
@@ -67,12 +68,18 @@ def scorer_cmd(
                 report.rows.append(sb.noise_row(report.scorings))
         if scorer is not None and "brute" in wanted:
             brute_cfg = cfg.model_copy(update={"scorer": s.model_copy(update={"max_queries": brute_force_queries})})
-            brute = make_scorer(brute_cfg, dataset)
-            report.brute_force = brute.score(brute_force, use_cache=False)
+            brute = BenchmarkScorer.from_config(brute_cfg, dataset)
+            try:
+                report.brute_force = brute.score(brute_force, use_cache=False)
+            finally:
+                brute.close()
             log(f"brute force: {report.brute_force.reason}")
             report.rows.append(sb.brute_force_row(report.brute_force))
-    except (SubmissionError, RuntimeError) as e:
+    except (SubmissionError, RuntimeError, EngineUnavailable) as e:
         fail(str(e))
+    finally:
+        if scorer is not None:
+            scorer.close()
     if json:
         emit_json(report)
     else:

@@ -2,58 +2,40 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from harness.config import ConfigError, RunConfig, load_config
-from harness.console import emit_json, err, fail, log
-from harness.datasets.store import DatasetError, DatasetStore
+from harness.cli_options import ConfigFile, Json, Sets
+from harness.config import ConfigError, load_config
+from harness.console import emit_json, err, fail
+from harness.datasets.store import DatasetError
+from harness.docker_util import EngineUnavailable
 from harness.scorer.record import Score
-from harness.scorer.runner import LocalRunner, Runner
-from harness.scorer.scorer import Scorer
+from harness.scorer.scorer import BenchmarkScorer
 from harness.scorer.submission import SubmissionError
-
-
-def score_cache_dir() -> Path:
-    env = os.environ.get("STAIRCASE_CACHE")
-    return (Path(env) if env else Path.home() / ".cache" / "staircase") / "scores"
-
-
-def make_runner(cfg: RunConfig, build_cache: str | None = None) -> Runner:
-    """The runner the config asks for: containers (default) or local processes. ``build_cache``
-    names a shared build cache (a run's); None builds every submission from a fresh one."""
-    s = cfg.scorer
-    if s.runner == "local":
-        return LocalRunner(s.server_cpus, s.loadgen_cpus, s.memory_limit)
-    from harness.scorer.docker_runner import DockerRunner
-
-    return DockerRunner(s, log=log, build_cache=build_cache)
-
-
-def make_scorer(cfg: RunConfig, dataset_name: str | None = None, *, build_cache: str | None = None) -> Scorer:
-    dataset = DatasetStore(cfg.dataset.data_dir).get(dataset_name or cfg.dataset.name)
-    return Scorer(cfg.scorer, dataset, make_runner(cfg, build_cache), cache_dir=score_cache_dir(), log=log)
 
 
 def score(
     path: Annotated[Path, typer.Argument(help="A crate of the skeleton's shape, or a KCORES leaderboard entry.")],
     dataset: Annotated[str | None, typer.Option(help="Dataset name (default: the config's).")] = None,
-    config: Annotated[Path | None, typer.Option(help="A run config to take settings from.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override: scorer.KEY=VALUE (repeatable).")] = None,
+    config: ConfigFile = None,
+    set_: Sets = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Measure again even if a score is cached.")] = False,
     variant: Annotated[str, typer.Option(help="For a KCORES entry: best (src_best_qps/) or final (src/).")] = "best",
-    json: Annotated[bool, typer.Option("--json", help="Print the score record as one JSON value.")] = False,
+    json: Json = False,
 ) -> None:
     """Benchmark a submission: build, start, load, query, judge; print the score record."""
     try:
         cfg = load_config(config, set_ or [])
-        scorer = make_scorer(cfg, dataset)
-        result = scorer.score(path, use_cache=not no_cache, variant=variant)
-    except (ConfigError, DatasetError, SubmissionError) as e:
+        scorer = BenchmarkScorer.from_config(cfg, dataset)
+        try:
+            result = scorer.score(path, use_cache=not no_cache, variant=variant)
+        finally:
+            scorer.close()
+    except (ConfigError, DatasetError, SubmissionError, EngineUnavailable) as e:
         fail(str(e))
     if json:
         emit_json(result)

@@ -17,10 +17,12 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from harness.config import ScorerConfig
 from harness.scorer.record import Hardware
 from harness.scorer.submission import REPO_ROOT, package_name
 
@@ -70,7 +72,22 @@ class Runner(Protocol):
         holding ``inputs`` (read-only) and ``{out}`` for ``out_dir`` (writable), as the runner sees them."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the runner: its engine connection, and any container it still has."""
+        ...
+
+
+def make_runner(cfg: ScorerConfig, *, build_cache: str | None = None, labels: dict[str, str] | None = None,
+                log: Callable[[str], None] | None = None, on_wait: Callable[[str], None] | None = None) -> Runner:
+    """The runner ``cfg`` asks for: containers (default) or local processes. ``build_cache`` names
+    a shared build cache (a run's); None builds every submission from a fresh one. ``labels`` are
+    added to every container and ``on_wait`` is told while the Docker engine is waited for (the
+    local runner has neither)."""
+    if cfg.runner == "local":
+        return LocalRunner(cfg.server_cpus, cfg.loadgen_cpus, cfg.memory_limit)
+    from harness.scorer.docker_runner import DockerRunner
+
+    return DockerRunner(cfg, log=log, build_cache=build_cache, labels=labels, on_wait=on_wait)
 
 
 def cpu_model() -> str:

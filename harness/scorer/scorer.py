@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from harness.config import ScorerConfig, cpu_count
+from harness.config import RunConfig, ScorerConfig, cpu_count
 from harness.datasets.formats import atomic_write_bytes, write_vecs
-from harness.datasets.store import Dataset
-from harness.scorer.evaluate import caching_suspected, fresh_pools, judge_pass, repeat_speedup
+from harness.datasets.store import Dataset, DatasetStore
+from harness.scorer.evaluate import caching_suspected, judge_pass, repeat_speedup
+from harness.scorer.plan import plan_queries
 from harness.scorer.record import PassResult, Score, Status
-from harness.scorer.runner import Runner, Server
+from harness.scorer.runner import Runner, Server, make_runner
 from harness.scorer.submission import check_rules, prepare, tree_hash
 
 Log = Callable[[str], None]
@@ -44,8 +47,33 @@ class _Stop(Exception):
         self.reason = reason
 
 
-class Scorer:
-    """Scores submissions on one dataset with one runner and one set of settings."""
+@dataclass
+class Measurement:
+    """What a scoring has found out so far: its score record is built from this, whichever phase
+    ended it."""
+
+    log_tail: str = ""
+    passes: list[PassResult] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)  # the load generator's error counts (non-zero)
+    samples: list[dict[str, Any]] = field(default_factory=list)  # a few of its error samples
+    findings: list[str] = field(default_factory=list)  # rule and cheat checks that fired
+    queries_n: int = 0  # hidden queries sent (set once the passes have statistics)
+    recall: float | None = None  # the worst pass's recall@k (set once every pass is judged)
+    distance_kind: str | None = None
+    # Strict protocol: each pass's pool of first-time queries and the queries every pass sends.
+    fresh: list[np.ndarray] = field(default_factory=list)
+    shared: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+
+def score_cache_dir() -> Path:
+    """Where score records are cached by tree and settings (``$STAIRCASE_CACHE/scores``)."""
+    env = os.environ.get("STAIRCASE_CACHE")
+    return (Path(env) if env else Path.home() / ".cache" / "staircase") / "scores"
+
+
+class BenchmarkScorer:
+    """Scores submissions on one dataset with one runner and one set of settings (fits the
+    ``Scorer`` protocol of ``harness.scorer.base``)."""
 
     def __init__(self, cfg: ScorerConfig, dataset: Dataset, runner: Runner, *, cache_dir: Path | None = None,
                  log: Log | None = None) -> None:
@@ -56,10 +84,32 @@ class Scorer:
         self.log = log or (lambda _m: None)
         self.hardware = runner.hardware()
 
+    @classmethod
+    def from_config(cls, cfg: RunConfig, dataset_name: str | None = None, *, build_cache: str | None = None,
+                    labels: dict[str, str] | None = None, log: Log | None = None,
+                    on_wait: Log | None = None) -> BenchmarkScorer:
+        """The scorer a run config asks for: its dataset (or ``dataset_name``), its runner, and the
+        shared score cache. ``build_cache`` names a build cache shared by a run's submissions (None:
+        every build starts fresh); ``labels`` are added to every container (e.g. the run's id, so
+        that the run can remove what it left behind); ``log`` defaults to the console; ``on_wait``
+        is told, besides ``log``, each time the Docker engine is waited for."""
+        if log is None:
+            from harness.console import log as console_log
+
+            log = console_log
+        dataset = DatasetStore(cfg.dataset.data_dir).get(dataset_name or cfg.dataset.name)
+        runner = make_runner(cfg.scorer, build_cache=build_cache, labels=labels, log=log, on_wait=on_wait)
+        return cls(cfg.scorer, dataset, runner, cache_dir=score_cache_dir(), log=log)
+
+    def close(self) -> None:
+        """Close the runner (its engine connection; any container it still has is removed)."""
+        self.runner.close()
+
     @property
     def settings_hash(self) -> str:
-        # What changes a measurement: the protocol and its limits, not where files are.
-        data = self.cfg.model_dump(mode="json", exclude={"image"})
+        # What changes a measurement: the protocol and its limits, not where files are nor how
+        # long an unreachable engine is waited for.
+        data = self.cfg.model_dump(mode="json", exclude={"image", "engine_wait_s"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def cache_key(self, tree: str) -> str:
@@ -68,7 +118,10 @@ class Scorer:
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
     def score(self, path: Path, *, use_cache: bool = True, variant: str = "best") -> Score:
-        """Score the submission at ``path`` (a crate or a KCORES entry)."""
+        """Score the submission at ``path`` (a crate or a KCORES entry). Raises
+        ``harness.docker_util.EngineUnavailable`` when the Docker engine stayed unreachable past
+        ``engine_wait_s`` or went away while the containers ran: the engine's failure is never
+        recorded as the submission's (the caller waits and scores again)."""
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="staircase-score-") as tmp:
             work = Path(tmp)
@@ -91,20 +144,20 @@ class Scorer:
 
     def _score(self, src: Path, tree: str, work: Path) -> Score:
         phases: dict[str, float] = {}
-        state: dict[str, Any] = {"log_tail": "", "passes": [], "errors": {}, "samples": [], "findings": []}
+        m = Measurement()
         server: Server | None = None
         try:
             rules = check_rules(src)
             if rules.violations:
-                state["findings"] = rules.violations
+                m.findings = rules.violations
                 raise _Stop(Status.RULE_VIOLATION, rules.violations[0])
             self.log("building the submission")
             build = self._timed(phases, "build", lambda: self.runner.build(src, self.cfg.build_timeout_s))
             if build.timed_out:
-                state["log_tail"] = build.log_tail
+                m.log_tail = build.log_tail
                 raise _Stop(Status.BUILD_TIMEOUT, f"the build took longer than {self.cfg.build_timeout_s:.0f} s")
             if not build.ok:
-                state["log_tail"] = build.log_tail
+                m.log_tail = build.log_tail
                 raise _Stop(Status.BUILD_FAILED, "cargo build --release failed: " + _first_error(build.log_tail))
             self.log("starting the server")
             server = self.runner.start(build)
@@ -119,14 +172,18 @@ class Scorer:
             self.log(f"loading {self.dataset.manifest.n_base:,} vectors")
             self._load(server, io, phases)
             self.log("warm-up and timed passes")
-            self._query(server, io, phases, state)
-            status, reason = self._timed(phases, "judge", lambda: self._judge(io, state))
+            self._query(server, io, phases, m)
+            status, reason = self._timed(phases, "judge", lambda: self._judge(io, m))
             raise _Stop(status, reason)
         except _Stop as stop:
             if server is not None:
-                state["log_tail"] = server.log_tail(self.cfg.log_tail_bytes)
+                m.log_tail = server.log_tail(self.cfg.log_tail_bytes)
+            return self._record(stop.status, stop.reason, tree, phases, m)
+        finally:
+            # Whatever ended the scoring (its verdict, an unreachable engine, an interrupt), the
+            # server does not outlive it.
+            if server is not None:
                 server.stop()
-            return self._record(stop.status, stop.reason, tree, phases, state)
 
     def _load(self, server: Server, io: Path, phases: dict[str, float]) -> None:
         out = io / "load"
@@ -145,8 +202,10 @@ class Scorer:
             why = (stats or {}).get("error") or f"the load generator failed: {run.output[-300:]}"
             raise _Stop(Status.LOAD_FAILED, f"bulk insert failed: {why}")
 
-    def _query(self, server: Server, io: Path, phases: dict[str, float], state: dict[str, Any]) -> None:
-        queries, orders, warmup = self._plan(state)
+    def _query(self, server: Server, io: Path, phases: dict[str, float], m: Measurement) -> None:
+        plan = plan_queries(self.cfg, self.dataset)
+        queries, orders, warmup = plan.queries, plan.orders, plan.warmup
+        m.fresh, m.shared = plan.fresh, plan.shared
         inputs = {"queries.fvecs": io / "queries.fvecs", "orders.u32": io / "orders.u32",
                   "warmup.fvecs": io / "warmup.fvecs"}
         write_vecs(inputs["queries.fvecs"], queries)
@@ -168,9 +227,9 @@ class Scorer:
             server, args, inputs, out, self.cfg.benchmark_timeout_s))
         stats = _read_json(out / "stats.json")
         if stats:
-            state["errors"] = {k: v for k, v in stats.get("error_counts", {}).items() if v}
-            state["samples"] = stats.get("error_samples", [])[:10]
-            state["passes"] = [_pass(p) for p in stats.get("passes", [])]
+            m.errors = {k: v for k, v in stats.get("error_counts", {}).items() if v}
+            m.samples = stats.get("error_samples", [])[:10]
+            m.passes = [_pass(p) for p in stats.get("passes", [])]
             phases["warmup"] = round(float(stats.get("warmup", {}).get("elapsed_s", 0.0)), 3)
         if not server.alive() or (stats and stats.get("aborted")):
             self._server_gone(server, "during the queries")
@@ -178,17 +237,17 @@ class Scorer:
             raise _Stop(Status.TIMEOUT, f"the benchmark took longer than {self.cfg.benchmark_timeout_s:.0f} s")
         if not stats:
             raise _Stop(Status.ERROR, f"the load generator wrote no statistics: {run.output[-300:]}")
-        state["queries_n"] = queries.shape[0]
+        m.queries_n = queries.shape[0]
 
-    def _judge(self, io: Path, state: dict[str, Any]) -> tuple[Status, str]:
-        errors: dict[str, int] = state["errors"]
+    def _judge(self, io: Path, m: Measurement) -> tuple[Status, str]:
+        errors = m.errors
         contract = {k: v for k, v in errors.items() if k in CONTRACT_ERRORS}
         if contract:
             kind = max(contract, key=lambda k: contract[k])
-            sample: dict[str, Any] = next((s for s in state["samples"] if s.get("kind") == kind), {})
+            sample: dict[str, Any] = next((s for s in m.samples if s.get("kind") == kind), {})
             return Status.BAD_RESPONSE, (f"{sum(contract.values())} responses broke the API contract "
                                          f"({kind}: {sample.get('detail', '')})").strip()
-        passes: list[PassResult] = state["passes"]
+        passes = m.passes
         sent = sum(p.sent for p in passes) or 1
         if errors.get("timeout", 0) > 0.01 * sent:
             return Status.TIMEOUT, (f"{errors['timeout']} of {sent} queries took longer than "
@@ -196,7 +255,7 @@ class Scorer:
         if not passes or all(p.completed == 0 for p in passes):
             return Status.TIMEOUT, "no query was answered within the time limits"
         k = self.cfg.top_k
-        nq = state["queries_n"]
+        nq = m.queries_n
         ids = np.fromfile(io / "query" / "ids.i64", dtype="<i8").reshape(len(passes), nq, k)
         dists = np.fromfile(io / "query" / "dists.f32", dtype="<f4").reshape(len(passes), nq, k)
         base = self.dataset.base()
@@ -206,67 +265,38 @@ class Scorer:
         for p in range(len(passes)):
             j = judge_pass(ids[p], dists[p], base, queries, gt_ids[:nq], gt_d[:nq], k=k,
                            protocol=self.cfg.protocol, rtol=self.cfg.distance_rtol)
-            state["distance_kind"] = j.distance_kind
+            m.distance_kind = j.distance_kind
             if j.problems:
                 return Status.BAD_RESPONSE, j.problems[0]
             if j.cheats:
-                state["findings"].extend(j.cheats)
+                m.findings.extend(j.cheats)
                 return Status.CHEAT_SUSPECTED, j.cheats[0]
             recalls.append(j.recall or 0.0)
         # A submission must be right in every pass: the worst pass's recall is its recall.
-        state["recall"] = min(recalls)
+        recall = m.recall = min(recalls)
         if self.cfg.protocol == "strict":
             # Remembered versus fresh queries within each pass decides; only when there are too
             # few fresh answers to tell, the passes' QPS (if they are long enough to time).
             verdict = None
             latency_file = io / "query" / "latency.f32"
-            if state.get("fresh") and latency_file.is_file():
+            if m.fresh and latency_file.is_file():
                 latency = np.fromfile(latency_file, dtype="<f4").reshape(len(passes), nq)
-                verdict = repeat_speedup(latency, state["fresh"], state["shared"], concurrency=self.cfg.concurrency,
+                verdict = repeat_speedup(latency, m.fresh, m.shared, concurrency=self.cfg.concurrency,
                                          server_cpus=cpu_count(self.cfg.server_cpus),
                                          limit=self.cfg.repeat_gain_limit)
             if verdict is None and min(p.elapsed_s for p in passes) >= MIN_TIMED_PASS_S:
                 verdict = caching_suspected([p.qps for p in passes])
             cheats = verdict or []
             if cheats:
-                state["findings"].extend(cheats)
+                m.findings.extend(cheats)
                 return Status.CHEAT_SUSPECTED, cheats[0]
         qps = float(np.median([p.qps for p in passes]))
-        if state["recall"] < self.cfg.recall_floor:
-            return Status.INVALID, (f"recall@{k} {state['recall']:.4f} is below the floor {self.cfg.recall_floor} "
+        if recall < self.cfg.recall_floor:
+            return Status.INVALID, (f"recall@{k} {recall:.4f} is below the floor {self.cfg.recall_floor} "
                                     f"({qps:,.0f} QPS)")
-        return Status.VALID, f"{qps:,.0f} QPS at recall@{k} {state['recall']:.4f}"
+        return Status.VALID, f"{qps:,.0f} QPS at recall@{k} {recall:.4f}"
 
     # -- helpers -------------------------------------------------------------------------------
-
-    def _plan(self, state: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The hidden queries used, the order of each pass, and the warm-up vectors."""
-        queries = np.asarray(self.dataset.queries("test"))
-        if self.cfg.max_queries:
-            queries = queries[: self.cfg.max_queries]
-        nq = queries.shape[0]
-        if self.cfg.protocol == "kcores":
-            # One pass over the queries shuffled with seed 42; the warm-up is 100 of the queries.
-            orders = np.random.default_rng(self.cfg.seed).permutation(nq)[None, :]
-            warmup = queries[: max(1, self.cfg.warmup_queries)]
-        else:
-            # A fresh order per pass. Most queries ("shared") are sent in every pass; each pass also
-            # sends its own pool of queries no pass sent before, so that within a later pass the
-            # latency of remembered and of new queries can be compared (a cache of answers shows).
-            # Every hidden query is sent in some pass. The warm-up uses vectors near the base,
-            # never a hidden query.
-            size = fresh_pools(nq, self.cfg.passes, self.cfg.fresh_fraction)
-            perm = np.random.default_rng([self.cfg.seed, 7]).permutation(nq)
-            pools = [perm[p * size:(p + 1) * size] for p in range(self.cfg.passes)]
-            shared = perm[self.cfg.passes * size:]
-            state["fresh"], state["shared"] = pools, shared
-            orders = np.stack([np.random.default_rng([self.cfg.seed, p]).permutation(np.concatenate([shared, pools[p]]))
-                               for p in range(self.cfg.passes)])
-            rng = np.random.default_rng([self.cfg.seed, 1_000_003])
-            base = self.dataset.base()
-            pick = rng.choice(base.shape[0], size=max(1, self.cfg.warmup_queries), replace=base.shape[0] < 100)
-            warmup = np.clip(np.asarray(base[np.sort(pick)]) + rng.normal(0, 4, (pick.size, base.shape[1])), 0, None)
-        return queries, orders, warmup.astype(np.float32)
 
     def _server_gone(self, server: Server, when: str) -> None:
         why = server.exit_reason()
@@ -287,24 +317,23 @@ class Scorer:
         finally:
             phases[name] = round(time.monotonic() - t0, 3)
 
-    def _record(self, status: Status, reason: str, tree: str, phases: dict[str, float],
-                state: dict[str, Any]) -> Score:
-        passes: list[PassResult] = state["passes"]
+    def _record(self, status: Status, reason: str, tree: str, phases: dict[str, float], m: Measurement) -> Score:
+        passes = m.passes
         qps_list = [p.qps for p in passes if p.completed]
         measured = status in (Status.VALID, Status.INVALID, Status.CHEAT_SUSPECTED)
         return Score(
             status=status, reason=reason, valid=status == Status.VALID,
             qps=round(float(np.median(qps_list)), 2) if qps_list and measured else None,
             qps_spread=round(max(qps_list) / min(qps_list), 4) if len(qps_list) > 1 and min(qps_list) > 0 else None,
-            recall=round(state["recall"], 6) if "recall" in state else None,
+            recall=round(m.recall, 6) if m.recall is not None else None,
             recall_floor=self.cfg.recall_floor,
             p50_ms=median_or_none([p.p50_ms for p in passes if p.p50_ms is not None]),
             p95_ms=median_or_none([p.p95_ms for p in passes if p.p95_ms is not None]),
             p99_ms=median_or_none([p.p99_ms for p in passes if p.p99_ms is not None]),
-            passes=passes, queries=state.get("queries_n", 0), phase_seconds=phases,
-            distance_kind=state.get("distance_kind"), error_counts=state["errors"],
-            error_samples=state["samples"], findings=state["findings"],
-            server_log_tail=state["log_tail"][-self.cfg.log_tail_bytes:], protocol=self.cfg.protocol,
+            passes=passes, queries=m.queries_n, phase_seconds=phases,
+            distance_kind=m.distance_kind, error_counts=m.errors,
+            error_samples=m.samples, findings=m.findings,
+            server_log_tail=m.log_tail[-self.cfg.log_tail_bytes:], protocol=self.cfg.protocol,
             dataset=self.dataset.name, dataset_sha256=self.dataset.manifest.files["base"].sha256,
             tree_hash=tree, settings_hash=self.settings_hash, hardware=self.hardware,
             scored_at=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from harness.scorer.record import Status
-from harness.scorer.scorer import Scorer
+from harness.scorer.scorer import BenchmarkScorer
 from tests.scorer.conftest import quick_scorer_config
 from tests.scorer.submissions import write_stage1, write_variant
 
@@ -39,7 +39,7 @@ def docker_scorer(small_dataset, sandbox_image):
     cfg = quick_scorer_config(image=sandbox_image, passes=3)
     # One named build cache for the suite (as a run has): the fast test profile's dependencies
     # are compiled once, not once per submission.
-    return Scorer(cfg, small_dataset, DockerRunner(cfg, build_cache="tests-misbehaving"))
+    return BenchmarkScorer(cfg, small_dataset, DockerRunner(cfg, build_cache="tests-misbehaving"))
 
 
 def test_correct_brute_force_is_valid_in_containers(docker_scorer, tmp_path):
@@ -69,7 +69,7 @@ def test_a_cache_worth_2x_is_caught_by_fresh_queries(sandbox_image, tmp_path_fac
     ds, _ = generate_dataset(DatasetStore(tmp_path_factory.mktemp("data1k")), "scorer-5k-1kq", n=5000,
                              queries=1000, dev_queries=50, seed=11)
     cfg = quick_scorer_config(image=sandbox_image, passes=3)
-    scorer = Scorer(cfg, ds, DockerRunner(cfg, build_cache="tests-misbehaving"))
+    scorer = BenchmarkScorer(cfg, ds, DockerRunner(cfg, build_cache="tests-misbehaving"))
     s = scorer.score(write_variant("caches_modestly", tmp_path / "cm"), use_cache=False)
     assert s.status == Status.CHEAT_SUSPECTED, (s.status, s.reason, [p.qps for p in s.passes])
     assert "faster than new ones" in s.reason  # the latency check's verdict, not the pass-QPS one's

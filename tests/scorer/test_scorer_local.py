@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from harness.cli import app
 from harness.scorer.record import Status
 from harness.scorer.runner import LocalRunner
-from harness.scorer.scorer import Scorer
+from harness.scorer.scorer import BenchmarkScorer
 from harness.scorer.submission import SubmissionError, check_rules, prepare, tree_hash
 from tests.scorer.conftest import needs_cargo, quick_scorer_config
 from tests.scorer.submissions import write_stage1, write_variant
@@ -22,7 +22,7 @@ def stage1(tmp_path_factory):
 
 
 def test_brute_force_is_valid_under_both_protocols(stage1, small_dataset, tmp_path):
-    strict = Scorer(quick_scorer_config(passes=3), small_dataset, LocalRunner(), cache_dir=tmp_path)
+    strict = BenchmarkScorer(quick_scorer_config(passes=3), small_dataset, LocalRunner(), cache_dir=tmp_path)
     s = strict.score(stage1)
     assert s.status == Status.VALID, s.reason
     assert s.recall == 1.0 and s.qps and s.qps > 50 and len(s.passes) == 3
@@ -33,13 +33,13 @@ def test_brute_force_is_valid_under_both_protocols(stage1, small_dataset, tmp_pa
     # cached on the second call, measured again with use_cache=False
     again = strict.score(stage1)
     assert again.cached and again.tree_hash == s.tree_hash and again.qps == s.qps
-    kc = Scorer(quick_scorer_config(protocol="kcores", passes=1), small_dataset, LocalRunner()).score(stage1)
+    kc = BenchmarkScorer(quick_scorer_config(protocol="kcores", passes=1), small_dataset, LocalRunner()).score(stage1)
     assert kc.status == Status.VALID and kc.recall == 1.0 and len(kc.passes) == 1 and kc.protocol == "kcores"
 
 
 def test_compile_error_is_build_failed(small_dataset, tmp_path):
     sub = write_variant("compile_error", tmp_path / "ce")
-    s = Scorer(quick_scorer_config(), small_dataset, LocalRunner()).score(sub)
+    s = BenchmarkScorer(quick_scorer_config(), small_dataset, LocalRunner()).score(sub)
     assert s.status == Status.BUILD_FAILED
     assert "error" in s.reason and "src/db.rs" in s.server_log_tail
 
@@ -51,7 +51,7 @@ def test_compile_error_is_build_failed(small_dataset, tmp_path):
 ])
 def test_rule_violations_are_caught_before_building(variant, needle, small_dataset, tmp_path):
     sub = write_variant(variant, tmp_path / variant)
-    s = Scorer(quick_scorer_config(), small_dataset, LocalRunner()).score(sub)
+    s = BenchmarkScorer(quick_scorer_config(), small_dataset, LocalRunner()).score(sub)
     assert s.status == Status.RULE_VIOLATION and needle in s.reason
     assert "build" not in s.phase_seconds
 
