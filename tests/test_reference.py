@@ -32,7 +32,7 @@ from harness.paths import REFERENCE, SKELETON
 from harness.reference import ReferenceError, Stage, materialize, reference_stages, stage_files
 from harness.scorer.record import Score, Status
 from harness.scorer.runner import BuildOutcome, LocalRunner
-from harness.scorer.scorer import Scorer
+from harness.scorer.scorer import BenchmarkScorer
 
 FLOOR = 0.95
 
@@ -211,8 +211,11 @@ def test_set(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     return ds
 
 
+Scoring = tuple[BenchmarkScorer, KeepingRunner]
+
+
 @pytest.fixture(scope="module")
-def scoring(test_set: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Scorer, KeepingRunner]]:
+def scoring(test_set: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scoring]:
     tmp = tmp_path_factory.mktemp("scoring")
     cfg = ScorerConfig(passes=1, warmup_queries=20, pass_time_limit_s=30, request_timeout_s=10,
                        warmup_timeout_s=60, start_timeout_s=15, load_timeout_s=120, benchmark_timeout_s=180,
@@ -222,7 +225,7 @@ def scoring(test_set: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Iter
     with pytest.MonkeyPatch.context() as mp:
         # The local runner builds in $STAIRCASE_CARGO_TARGET/submissions.
         mp.setenv("STAIRCASE_CARGO_TARGET", str(cargo_target_dir()))
-        yield Scorer(cfg, test_set, runner), runner
+        yield BenchmarkScorer(cfg, test_set, runner), runner
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +234,7 @@ def scores() -> dict[str, Score]:
     return {}
 
 
-def score_stage(stage: str, scoring: tuple[Scorer, KeepingRunner], scores: dict[str, Score], tmp: Path) -> Score:
+def score_stage(stage: str, scoring: Scoring, scores: dict[str, Score], tmp: Path) -> Score:
     if stage not in scores:
         scorer, runner = scoring
         runner.current = stage
@@ -243,7 +246,7 @@ def score_stage(stage: str, scoring: tuple[Scorer, KeepingRunner], scores: dict[
 @pytest.mark.rust
 @pytest.mark.slow
 @needs_cargo
-def test_stage_recall_is_as_claimed(stage: str, scoring: tuple[Scorer, KeepingRunner], scores: dict[str, Score],
+def test_stage_recall_is_as_claimed(stage: str, scoring: Scoring, scores: dict[str, Score],
                                     tmp_path: Path) -> None:
     s = score_stage(stage, scoring, scores, tmp_path)
     lo, hi = CLAIMS[stage]
@@ -300,7 +303,7 @@ def serve(binary: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
 @pytest.mark.rust
 @pytest.mark.slow
 @needs_cargo
-def test_stage_keeps_the_contract_on_generic_data(stage: str, scoring: tuple[Scorer, KeepingRunner],
+def test_stage_keeps_the_contract_on_generic_data(stage: str, scoring: Scoring,
                                                   scores: dict[str, Score], tmp_path: Path) -> None:
     """Float data of an odd dimension (no SIMD-width multiple, negative, non-integer: the lossy u8
     path), sparse ids, empty store, an upsert, inserts after the index is built, a top_k above n,
