@@ -12,9 +12,9 @@ Every Docker call goes through ``harness.docker_util.call_docker``: an engine th
 is waited for up to ``scorer.engine_wait_s``, then the scoring raises ``EngineUnavailable`` (never a
 score: the engine's failure is not the submission's). An engine that went away while the scoring's
 containers ran and came back voids the scoring (``EngineInterrupted``): its containers may have
-died with it. Every container is labelled ``staircase.scorer=1`` (plus the caller's labels, e.g.
-a run's id, so that the run's end can remove what an interrupted process left) and is removed
-whatever ends its phase, an interrupt included.
+died with it, and the scorer scores again. Every container is labelled ``staircase.scorer=1``
+(plus the caller's labels, e.g. a run's id, so that the run's end can remove what an interrupted
+process left) and is removed whatever ends its phase, an interrupt included.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import docker.errors
 from harness.config import ScorerConfig
 from harness.docker_util import EngineUnavailable, call_docker, hardened, is_read_timeout
 from harness.scorer.record import Hardware
-from harness.scorer.runner import BuildOutcome, LoadgenRun, Server, cpu_model
+from harness.scorer.runner import BuildOutcome, LoadgenRun, MeasurementVoid, Server, cpu_model
 from harness.scorer.submission import REPO_ROOT, package_name
 
 T = TypeVar("T")
@@ -89,9 +89,10 @@ def run_build_cache(run_dir: Path) -> str:
     return f"run-{re.sub(r'[^A-Za-z0-9_.-]', '_', resolved.name)[:40]}-{digest}"
 
 
-class EngineInterrupted(EngineUnavailable):
+class EngineInterrupted(EngineUnavailable, MeasurementVoid):
     """The Docker engine was unreachable while a scoring's containers ran, and came back: they may
-    have died with it, so the measurement is void (score again)."""
+    have died with it, so the measurement is void. The scorer scores again; should it escape (void
+    again and again), it is an ``EngineUnavailable`` to the caller."""
 
 
 class DockerServer:

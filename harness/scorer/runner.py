@@ -43,6 +43,12 @@ class LoadgenRun:
     output: str
 
 
+class MeasurementVoid(Exception):
+    """The runner's own machinery failed while the submission ran, then recovered (the Docker
+    engine went away and came back): whatever was measured cannot be trusted. The scorer scores
+    again; it is never the submission's result."""
+
+
 class Server(Protocol):
     def alive(self) -> bool: ...
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from harness.datasets.store import Dataset, DatasetStore
 from harness.scorer.evaluate import caching_suspected, judge_pass, repeat_speedup
 from harness.scorer.plan import plan_queries
 from harness.scorer.record import PassResult, Score, Status
-from harness.scorer.runner import Runner, Server, make_runner
+from harness.scorer.runner import MeasurementVoid, Runner, Server, make_runner
 from harness.scorer.submission import check_rules, prepare, tree_hash
 
 Log = Callable[[str], None]
@@ -37,6 +38,9 @@ CONTRACT_ERRORS = ("http_status", "body_too_large", "bad_json", "wrong_k", "dupl
 # Passes shorter than this are too short for their QPS to mean anything (a 10 ms pass moves 10x
 # with one hiccup of the machine).
 MIN_TIMED_PASS_S = 1.0
+# How often a scoring is done again when the runner voided it (the Docker engine went away while
+# the containers ran); after that the runner's exception goes to the caller.
+VOID_RETRIES = 2
 
 
 class _Stop(Exception):
@@ -120,8 +124,9 @@ class BenchmarkScorer:
     def score(self, path: Path, *, use_cache: bool = True, variant: str = "best") -> Score:
         """Score the submission at ``path`` (a crate or a KCORES entry). Raises
         ``harness.docker_util.EngineUnavailable`` when the Docker engine stayed unreachable past
-        ``engine_wait_s`` or went away while the containers ran: the engine's failure is never
-        recorded as the submission's (the caller waits and scores again)."""
+        ``engine_wait_s``: the engine's failure is never recorded as the submission's (the caller
+        waits and scores again). A scoring the runner voids (the engine went away while the
+        containers ran and came back) is done again here, up to ``VOID_RETRIES`` times."""
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="staircase-score-") as tmp:
             work = Path(tmp)
@@ -132,7 +137,15 @@ class BenchmarkScorer:
                 self.log(f"cached score for tree {tree[:12]}")
                 return cached
             prepared = round(time.monotonic() - t0, 3)
-            score = self._score(src, tree, work)
+            for attempt in range(VOID_RETRIES + 1):
+                try:
+                    score = self._score(src, tree, work)
+                    break
+                except MeasurementVoid as e:
+                    if attempt == VOID_RETRIES:
+                        raise
+                    self.log(f"{e}; scoring again")
+                    shutil.rmtree(work / "io", ignore_errors=True)
         # "total" is the scoring's wall time, from the submission's path to its record (the
         # temporary tree removed): what `staircase bench scorer` splits into work and overhead.
         score.phase_seconds = {"prepare": prepared, **score.phase_seconds,

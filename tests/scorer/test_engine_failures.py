@@ -11,7 +11,7 @@ import pytest
 
 from harness.docker_util import EngineUnavailable
 from harness.scorer.record import Hardware, Status
-from harness.scorer.runner import BuildOutcome, LoadgenRun
+from harness.scorer.runner import BuildOutcome, LoadgenRun, MeasurementVoid
 from harness.scorer.scorer import BenchmarkScorer
 from tests.scorer.conftest import quick_scorer_config
 from tests.scorer.submissions import write_stage1
@@ -39,12 +39,13 @@ class FakeServer:
 
 
 class FakeRunner:
-    """Builds and starts at once; ``fail_in`` names the phase that raises ``error``."""
+    """Builds and starts at once; ``fail_in`` names the phase that raises ``error`` (the first
+    ``times`` times it runs)."""
 
     name = "fake"
 
-    def __init__(self, fail_in: str, error: BaseException) -> None:
-        self.fail_in, self.error = fail_in, error
+    def __init__(self, fail_in: str, error: BaseException, times: int = 1_000) -> None:
+        self.fail_in, self.error, self.times = fail_in, error, times
         self.servers: list[FakeServer] = []
         self.closed = False
 
@@ -54,7 +55,7 @@ class FakeRunner:
 
     def build(self, src: Path, timeout_s: float) -> BuildOutcome:
         if self.fail_in == "build":
-            raise self.error
+            self._fail()
         return BuildOutcome(ok=True, timed_out=False, seconds=0.0, log_tail="", binary=src / "server-bin")
 
     def start(self, build: BuildOutcome) -> FakeServer:
@@ -67,13 +68,18 @@ class FakeRunner:
     def loadgen(self, server: Any, args: list[str], inputs: dict[str, Path], out_dir: Path,
                 timeout_s: float) -> LoadgenRun:
         if self.fail_in == args[0]:  # "load" or "query"
-            raise self.error
+            self._fail()
         if args[0] == "load" and self.fail_in == "query":
             (out_dir / "stats.json").write_text('{"ok": true}')
         return LoadgenRun(exit_code=0, timed_out=False, output="")
 
     def close(self) -> None:
         self.closed = True
+
+    def _fail(self) -> None:
+        if self.times > 0:
+            self.times -= 1
+            raise self.error
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +118,17 @@ def test_the_engine_wait_is_no_setting_of_the_measurement(small_dataset):
     b = BenchmarkScorer(quick_scorer_config(engine_wait_s=900), small_dataset, FakeRunner("none", RuntimeError()))
     c = BenchmarkScorer(quick_scorer_config(passes=4), small_dataset, FakeRunner("none", RuntimeError()))
     assert a.settings_hash == b.settings_hash != c.settings_hash
+
+
+def test_a_voided_scoring_is_done_again(submission, small_dataset, tmp_path):
+    runner = FakeRunner("query", MeasurementVoid("the engine went away"), times=1)
+    s = BenchmarkScorer(quick_scorer_config(), small_dataset, runner, cache_dir=tmp_path).score(submission)
+    assert s.status == Status.ERROR and "wrote no statistics" in s.reason  # the second attempt's verdict
+    assert [srv.stopped for srv in runner.servers] == [1, 1]
+
+
+def test_a_scoring_voided_every_time_is_raised(submission, small_dataset):
+    runner = FakeRunner("query", MeasurementVoid("the engine went away"))
+    with pytest.raises(MeasurementVoid):
+        BenchmarkScorer(quick_scorer_config(), small_dataset, runner).score(submission)
+    assert [srv.stopped for srv in runner.servers] == [1, 1, 1]
