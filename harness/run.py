@@ -17,6 +17,7 @@ event, its containers removed, ready for ``staircase resume``.
 
 from __future__ import annotations
 
+import errno
 import os
 import platform
 import tempfile
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import yaml
+from git import GitCommandError
 from pydantic import BaseModel
 
 from harness.agent.episode import Episode, EpisodeEnd, read_notes
@@ -95,6 +97,7 @@ class Run:
         self.scorer: Scorer | None = None
         self._task: Task | None = None
         self._engine_waits = 0
+        self._engine_gone = False
 
     @property
     def id(self) -> str:
@@ -160,11 +163,16 @@ class Run:
         except StopRequested as e:
             return self._stopped(f"stopped by {e.reason}", "signal")
         except EngineUnavailable as e:
+            self._engine_gone = True  # no more waiting for it on the way out
             return self._stopped(str(e), "docker")
         except ModelError as e:
             return self._stopped(str(e), "model_api")
         except DiskFull as e:
             return self._stopped(str(e), "disk")
+        except (OSError, GitCommandError) as e:
+            if not _disk_full(e):
+                raise
+            return self._stopped(f"disk full under {self.dir}: {e}", "disk")
         finally:
             self._close()
 
@@ -262,8 +270,11 @@ class Run:
         return note
 
     def _close(self) -> None:
-        """Remove the run's containers (whatever ended it) and give up the ledger's lock."""
+        """Remove the run's containers (whatever ended it) and give up the ledger's lock. With the
+        engine gone that cannot be done: the next resume's end removes what is left."""
         try:
+            if self._engine_gone:
+                return
             for close in (self.sandbox.stop if self.sandbox else None, self.scorer.close if self.scorer else None):
                 if close is not None:
                     try:
@@ -303,6 +314,12 @@ class Run:
 
     def _write_state(self) -> None:
         self.ledger.write_state(self.summary().model_dump() | {"updated": time.time()})
+
+
+def _disk_full(e: BaseException) -> bool:
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "No space left on device" in str(e)
 
 
 def _price_snapshot(cfg: RunConfig) -> dict[str, object]:

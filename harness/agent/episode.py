@@ -18,7 +18,7 @@ from harness.agent.tools import Tool, ToolResult, run_tool
 from harness.budget import Budget, BudgetExhausted
 from harness.config import AgentConfig
 from harness.events import EndReason, ModelCall, SandboxRestarted, ToolCallEvent
-from harness.ledger import Ledger
+from harness.ledger import Ledger, write_text_durable
 from harness.models.base import Message, Model, ModelExhausted
 from harness.sandbox.base import Sandbox, SandboxDied
 from harness.stop import StopSignals
@@ -127,7 +127,7 @@ class Episode:
             return text, None
         self.outputs.mkdir(parents=True, exist_ok=True)
         path = self.outputs / f"{self.attempt}-{_safe(call_id)}.txt"
-        path.write_text(text)
+        write_text_durable(path, text)
         cut = len(text) - head - tail
         return f"{text[:head]}\n[... {cut} characters cut; the full output is kept by the harness ...]\n" \
                f"{text[-tail:]}", str(path.relative_to(self.ledger.run_dir))

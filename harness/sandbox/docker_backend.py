@@ -142,11 +142,19 @@ def remove_labelled(key: str, value: str, client: docker.DockerClient | None = N
     client = client or docker.from_env(timeout=60)
     found = client.api.containers(all=True, filters={"label": f"{key}={value}"})
     for c in found:
-        try:
-            client.api.remove_container(c["Id"], force=True)
-        except docker.errors.NotFound:
-            pass
+        _remove(client, c["Id"])
     return len(found)
+
+
+def _remove(client: docker.DockerClient, name_or_id: str) -> None:
+    """Remove a container; one already gone, or being removed by someone else, is fine."""
+    try:
+        client.api.remove_container(name_or_id, force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as e:
+        if e.status_code != 409 or "already in progress" not in str(e):
+            raise
 
 
 class DockerSandbox(Sandbox):
@@ -176,6 +184,7 @@ class DockerSandbox(Sandbox):
         self.container_id = ""
         self.name = ""
         self._exec_count = 0
+        self._oom_kills = 0
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -263,13 +272,10 @@ class DockerSandbox(Sandbox):
             )
 
         container = self._call(create)
-        self.container_id, self.name = container.id, name
+        self.container_id, self.name, self._oom_kills = container.id, name, 0
 
     def _remove_quietly(self, name_or_id: str) -> None:
-        try:
-            self._client.api.remove_container(name_or_id, force=True)
-        except docker.errors.NotFound:
-            pass
+        _remove(self._client, name_or_id)
 
     def stop(self) -> None:
         """Remove the container (the workspace stays on the host)."""
@@ -297,6 +303,8 @@ class DockerSandbox(Sandbox):
         try:
             state = self._call(lambda: self._client.api.inspect_container(self.container_id))["State"]
         except docker.errors.NotFound:
+            return "gone"
+        if state.get("Status") in ("removing", "dead"):
             return "gone"
         if state.get("OOMKilled"):
             return "oom"
@@ -362,6 +370,9 @@ class DockerSandbox(Sandbox):
         timed_out = watchdog_fired or (duration >= timeout and exit_code in (124, 137))
         if timed_out:
             self._kill_marked(exec_id)  # stragglers that left timeout's process group
+        elif exit_code == 137 and self._oom_killed_since_last_look():
+            err.feed(f"\n[staircase: a process of this command was killed by the out-of-memory killer: the "
+                     f"sandbox's memory limit is {cfg.memory}]\n".encode())
         return ExecResult(
             exit_code=exit_code,
             stdout=out.text(),
@@ -455,6 +466,15 @@ class DockerSandbox(Sandbox):
         if not self.alive():
             raise self._died("died during the command")
         return -1
+
+    def _oom_killed_since_last_look(self) -> bool:
+        """Whether the kernel's OOM killer struck in the container since this was last asked (the
+        cgroup's ``oom_kill`` count, v2 or v1; the container itself survives a killed command)."""
+        script = "cat /sys/fs/cgroup/memory.events 2>/dev/null || cat /sys/fs/cgroup/memory/memory.oom_control"
+        code, out, _ = self._run_collect(["sh", "-c", script], 4096)
+        count = next((int(line.split()[1]) for line in out.decode().splitlines() if line.startswith("oom_kill ")), 0)
+        seen, self._oom_kills = self._oom_kills, count
+        return code == 0 and count > seen
 
     def _kill_marked(self, exec_id: str) -> None:
         """SIGKILL every process whose environment carries this command's marker, until none is

@@ -4,7 +4,7 @@ nowhere in the run directory or the sandbox."""
 
 import json
 
-from harness.ledger import Ledger
+from harness.ledger import read_events
 from harness.run import Run
 from tests.loop.support import factories, make_config
 from tests.models.wire import Reply, WireServer, openai_completion, openai_error, openai_tool_call
@@ -32,13 +32,14 @@ def test_openai_driven_run_with_retry_and_no_leaked_key(tmp_path, monkeypatch):
         sent = srv.requests
     assert summary.iterations == 1 and summary.end_reason == "max_iterations: 1 of 1 used"
     assert all(r.headers.get("authorization") == f"Bearer {CANARY}" for r in sent)
-    led = Ledger(run.dir)
-    calls = list(led.events("model_call"))
-    assert [c["attempts"] for c in calls] == [1, 2, 1]
-    assert calls[1]["usage"]["cached_input_tokens"] == 1500 and calls[1]["cost_usd"] > 0
-    env_out = next(e for e in led.events("tool_call") if e["name"] == "bash")["output"]
+    calls = list(read_events(run.dir, "model_call"))
+    assert [c.attempts for c in calls] == [1, 2, 1]
+    assert calls[1].usage.cached_input_tokens == 1500 and calls[1].cost_usd > 0
+    env_out = next(e for e in read_events(run.dir, "tool_call") if e.name == "bash").output
     assert "key=" in env_out and CANARY not in env_out, "the sandbox must not inherit the host's environment"
-    assert [e["message"] for e in led.events("submission")] == ["first try"]
+    assert [e.message for e in read_events(run.dir, "submission")] == ["first try"]
+    waits = list(read_events(run.dir, "waiting"))
+    assert len(waits) == 1 and waits[0].what == "model_api" and "slow down" in waits[0].detail
     # the second request carried the whole conversation, including the tool result
     assert any(m.get("role") == "tool" for m in sent[-1].body["messages"])
     for p in run.dir.rglob("*"):
