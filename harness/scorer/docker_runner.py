@@ -289,7 +289,11 @@ class DockerRunner:
                     return self.client.containers.get(name)
                 raise
 
-        c = self.call(create)
+        try:
+            c = self.call(create)
+        except BaseException:
+            self._remove_named(name)  # interrupted or failed after the engine created it, perhaps
+            raise
         self._live[c.id] = c
         return c
 
@@ -346,6 +350,15 @@ class DockerRunner:
             self.log(f"could not remove the scorer container {c.name}: {e}")
             return
         self._live.pop(c.id, None)
+
+    def _remove_named(self, name: str) -> None:
+        try:
+            self.call(lambda: self.client.api.remove_container(name, force=True),
+                      engine_wait_s=min(self.cfg.engine_wait_s, CLEANUP_ENGINE_WAIT_S), void_on_outage=False)
+        except docker.errors.NotFound:
+            pass  # never created
+        except Exception as e:  # cleanup never hides what ended the phase; the run's end removes it by label
+            self.log(f"could not remove the scorer container {name}: {e}")
 
     def close(self) -> None:
         """Remove any container still here and close the engine connection."""

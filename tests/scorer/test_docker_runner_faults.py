@@ -4,6 +4,7 @@ an outage while containers ran voiding the scoring. No Docker needed."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import requests
 import requests.exceptions
 import urllib3.exceptions
 
-from harness.docker_util import EngineUnavailable
+from harness.docker_util import EngineUnavailable, call_docker
 from harness.scorer.docker_runner import SCORER_LABEL, DockerRunner, EngineInterrupted
 from harness.scorer.runner import BuildOutcome
 from tests.scorer.conftest import quick_scorer_config
@@ -66,6 +67,7 @@ class FakeContainers:
     def create(self, image: str, command: list[str], name: str, **kwargs: Any) -> FakeContainer:
         self.engine.act("create")
         self.live[name] = FakeContainer(self.engine, name, kwargs)
+        self.engine.act("created")  # a failure after the engine created it
         return self.live[name]
 
 
@@ -78,6 +80,15 @@ class FakeImages:
         return FakeImage()
 
 
+class FakeApi:
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine = engine
+
+    def remove_container(self, name: str, force: bool = False) -> None:
+        if self.engine.containers.live.pop(name, None) is None:
+            raise docker.errors.NotFound("no such container", response=_response(404))
+
+
 class FakeEngine:
     """A Docker client whose calls can fail: ``script[action]`` is a list of exceptions raised by
     the next calls of that action."""
@@ -85,6 +96,7 @@ class FakeEngine:
     def __init__(self) -> None:
         self.containers = FakeContainers(self)
         self.images = FakeImages()
+        self.api = FakeApi(self)
         self.script: dict[str, list[BaseException]] = {}
         self.closed = False
 
@@ -101,7 +113,8 @@ class FakeEngine:
 def engine(monkeypatch):
     fake = FakeEngine()
     monkeypatch.setattr(docker, "from_env", lambda **_: fake)
-    monkeypatch.setattr("harness.docker_util.time.sleep", lambda _s: None)
+    no_sleep = functools.partial(call_docker, sleep=lambda _s: None)
+    monkeypatch.setattr("harness.scorer.docker_runner.call_docker", no_sleep)
     return fake
 
 
@@ -180,3 +193,11 @@ def _response(status: int) -> requests.Response:
     r.status_code = status
     r.url = "http+docker://localhost/containers"
     return r
+
+
+def test_a_create_interrupted_after_the_engine_made_it_leaves_no_container(engine, tmp_path):
+    runner = make_runner()
+    engine.script["created"] = [Interrupted("SIGTERM")]
+    with pytest.raises(Interrupted):
+        runner.start(build_outcome(tmp_path))
+    assert engine.containers.live == {}
