@@ -45,20 +45,25 @@ class Context:
         return list(self.messages)
 
     def compact(self) -> bool:
-        """Elide the oldest tool outputs until the view fits; True if anything was elided."""
-        before = estimate_tokens(self.messages)
+        """Elide the oldest tool outputs until the view fits (by the larger of the estimate and the
+        provider's last count); True if anything was elided. Outputs shorter than the placeholder
+        are left alone: eliding them would grow the view."""
+        target = self.limit * 0.7
+        size, saved = self.size(), 0.0
         changed = False
         for i, m in enumerate(self.messages[: max(0, len(self.messages) - KEEP_RECENT)]):
-            if m.role == "tool" and not m.content.startswith("[output elided"):
-                self.messages[i] = m.model_copy(update={
-                    "content": f"[output elided to save context: {len(m.content)} characters; "
-                               "the full text is in the run's log]"})
-                changed = True
-                if estimate_tokens(self.messages) <= self.limit * 0.7:
-                    break
-        after = estimate_tokens(self.messages)
+            if m.role != "tool" or m.content.startswith("[output elided"):
+                continue
+            placeholder = (f"[output elided to save context: {len(m.content)} characters; "
+                           "the full text is in the run's log]")
+            if len(placeholder) >= len(m.content):
+                continue
+            self.messages[i] = m.model_copy(update={"content": placeholder})
+            saved += (len(m.content) - len(placeholder)) / CHARS_PER_TOKEN
+            changed = True
+            if size - saved <= target:
+                break
         if changed:
-            assert after < before, "compaction must shrink the context"
             self.compactions += 1
             self._reported = None
         return changed
