@@ -14,8 +14,9 @@ from harness.analysis.staircase import load_staircase
 from harness.config import load_config
 from harness.datasets.sources import generate_dataset
 from harness.datasets.store import DatasetStore
-from harness.ledger import Ledger
-from harness.models.scripted import reference_stages
+from harness.events import ScoreEvent, ToolCallEvent
+from harness.ledger import read_events
+from harness.reference import reference_stages, stage_files
 from harness.run import Run
 
 pytestmark = [pytest.mark.docker, pytest.mark.rust, pytest.mark.slow]
@@ -36,22 +37,22 @@ def test_reference_trajectory_runs_in_the_sandbox_and_is_scored_in_containers(
     summary = run.execute()
     assert summary.iterations == 2 and summary.end_reason == "max_iterations: 2 of 2 used"
 
-    events = list(Ledger(run.dir).events())
-    scores = [e["score"] for e in events if e["type"] == "score"]
-    assert [s["status"] for s in scores] == ["valid", "valid"], [s["reason"] for s in scores]
-    assert all(s["recall"] == 1.0 and s["qps"] > 0 and not s.get("cached") for s in scores)  # two exact scans
+    events = list(read_events(run.dir))
+    scores = [e.score for e in events if isinstance(e, ScoreEvent)]
+    assert [s.status.value for s in scores] == ["valid", "valid"], [s.reason for s in scores]
+    assert all(s.recall == 1.0 and s.qps and not s.cached for s in scores)  # two exact scans
 
-    benches = [e for e in events if e["type"] == "tool_call" and "devbench" in e["arguments"]]
+    benches = [e for e in events if isinstance(e, ToolCallEvent) and "devbench" in e.arguments]
     assert len(benches) == 2
     for b in benches:
-        assert b["exit_code"] == 0, b["output"]
-        assert "quick (release with lto=off" in b["output"] and "recall@10   1.0000" in b["output"]
+        assert b.exit_code == 0, b.output
+        assert "quick (release with lto=off" in b.output and "recall@10   1.0000" in b.output
 
     # Each submission is the stage's code, as the scripted model wrote it.
     stages = reference_stages()[:2]
     for n, stage in enumerate(stages, start=1):
         tree = run.workspace.repo.git.show(f"sub-{n:04d}:src/db.rs")
-        assert tree == (stage / "src" / "db.rs").read_text().rstrip("\n")
+        assert tree == stage_files(stage)["src/db.rs"].rstrip("\n")
 
     png, page = write_report(load_staircase(run.dir), "iterations", run.dir)
     assert png.stat().st_size > 10_000 and "Stage 2" in page.read_text()
