@@ -41,6 +41,13 @@ class DiskFull(OSError):
         self.path = path
 
 
+def is_disk_full(e: BaseException) -> bool:
+    """An OSError for want of space, or a git command that failed for it."""
+    if isinstance(e, OSError):
+        return e.errno in _DISK_FULL
+    return "No space left on device" in str(e)
+
+
 def raise_if_disk_full(path: Path, e: OSError) -> None:
     if e.errno in _DISK_FULL:
         raise DiskFull(path, e) from e

@@ -17,7 +17,6 @@ event, its containers removed, ready for ``staircase resume``.
 
 from __future__ import annotations
 
-import errno
 import os
 import platform
 import tempfile
@@ -52,9 +51,10 @@ from harness.events import (
     Submission,
     Waiting,
 )
-from harness.ledger import DiskFull, Ledger, write_json_atomic, write_text_durable
+from harness.ledger import DiskFull, Ledger, is_disk_full, write_json_atomic, write_text_durable
 from harness.models import make_model
 from harness.models.base import Model, ModelError
+from harness.models.pricing import price_snapshot
 from harness.sandbox.base import Sandbox
 from harness.scorer.base import Scorer
 from harness.scorer.record import Score, Status
@@ -121,7 +121,7 @@ class Run:
             raise
         run.ledger.append(RunStart(schema_version=SCHEMA_VERSION, name=cfg.name, model=cfg.model.name,
                                    provider=cfg.model.provider, dataset=cfg.dataset.name, preset=cfg.agent.preset,
-                                   host=platform.node(), prices=_price_snapshot(cfg)))
+                                   host=platform.node(), prices=price_snapshot(cfg.model.prices)))
         return run
 
     @classmethod
@@ -170,7 +170,7 @@ class Run:
         except DiskFull as e:
             return self._stopped(str(e), "disk")
         except (OSError, GitCommandError) as e:
-            if not _disk_full(e):
+            if not is_disk_full(e):
                 raise
             return self._stopped(f"disk full under {self.dir}: {e}", "disk")
         finally:
@@ -314,21 +314,6 @@ class Run:
 
     def _write_state(self) -> None:
         self.ledger.write_state(self.summary().model_dump() | {"updated": time.time()})
-
-
-def _disk_full(e: BaseException) -> bool:
-    if isinstance(e, OSError):
-        return e.errno in (errno.ENOSPC, errno.EDQUOT)
-    return "No space left on device" in str(e)
-
-
-def _price_snapshot(cfg: RunConfig) -> dict[str, object]:
-    try:
-        from harness.models.pricing import PriceTable
-
-        return PriceTable.load(Path(cfg.model.prices)).snapshot()
-    except (ImportError, OSError, ValueError, AttributeError):
-        return {}
 
 
 def _docker_sandbox(run: Run) -> Sandbox:

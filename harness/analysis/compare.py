@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
 from harness.analysis.staircase import Staircase, best_curve  # noqa: E402
+from harness.state import best_valid  # noqa: E402
 
 
 class RunAtBudget(BaseModel):
@@ -50,8 +51,8 @@ class Comparison(BaseModel):
 
 def cut(sc: Staircase, axis: str, budget: float | None, threshold: float | None) -> RunAtBudget:
     pts = [p for p in sc.points if budget is None or p.at[axis] <= budget]
-    valid = [p.qps for p in pts if p.valid and p.qps]
-    best = max(valid) if valid else None
+    top = best_valid(pts)
+    best = top.qps if top else None
     first = next((p.iteration for p in pts if threshold and (p.best_so_far or 0) >= threshold), None)
     xs, ys = best_curve(pts, axis)
     end = budget if budget is not None else (pts[-1].at[axis] if pts else 0.0)

@@ -118,3 +118,12 @@ def _price(entry: Any) -> Price:
     if min(inp, out, cached, write) < 0:
         raise ValueError("prices cannot be negative")
     return Price(input=inp, output=out, cached_input=cached, cache_write=write)
+
+
+def price_snapshot(prices: str) -> dict[str, Any]:
+    """The price table a run starts with (kept in its record, so its dollars can be checked later);
+    empty when the table cannot be read."""
+    try:
+        return PriceTable.load(Path(prices)).snapshot()
+    except (OSError, ValueError, AttributeError):
+        return {}
