@@ -57,16 +57,13 @@ from harness.models.base import Model, ModelError
 from harness.models.pricing import price_snapshot
 from harness.sandbox.base import Sandbox
 from harness.scorer.base import Scorer
-from harness.scorer.record import Score, Status
+from harness.scorer.record import Score
 from harness.state import RunState
 from harness.stop import StopRequested, StopSignals
 from harness.workspace import Workspace, submission_tag
 
 Observer = Callable[[Event], None]
 RUN_LABEL = "staircase.run"  # on every container of a run, so that its end can remove them all
-# Statuses a scoring gets when the Docker engine went away under it: not the submission's doing.
-_ENGINE_SPOILS = frozenset({Status.ERROR, Status.CRASHED, Status.TIMEOUT, Status.LOAD_FAILED, Status.START_TIMEOUT,
-                            Status.BUILD_FAILED})
 
 
 class RunSummary(BaseModel):
@@ -96,7 +93,6 @@ class Run:
         self.sandbox: Sandbox | None = None
         self.scorer: Scorer | None = None
         self._task: Task | None = None
-        self._engine_waits = 0
         self._engine_gone = False
 
     @property
@@ -214,17 +210,13 @@ class Run:
         return event
 
     def _score(self, sub: Submission) -> Score:
-        """Score a submission; a scoring that the Docker engine's absence spoiled is done again."""
+        """Score a submission and record the score."""
         scorer = self.scorer or self._scorer_factory(self)
         self.scorer = scorer
-        for _ in range(3):
-            waits = self._engine_waits
-            with tempfile.TemporaryDirectory(prefix="staircase-sub-") as tmp:
-                tree = self.workspace.export(sub.tag, Path(tmp) / "tree")
-                with self.stop.interruptible():
-                    score = scorer.score(tree)
-            if self._engine_waits == waits or score.status not in _ENGINE_SPOILS:
-                break
+        with tempfile.TemporaryDirectory(prefix="staircase-sub-") as tmp:
+            tree = self.workspace.export(sub.tag, Path(tmp) / "tree")
+            with self.stop.interruptible():
+                score = scorer.score(tree)  # a measurement the engine's absence voided is redone there
         write_json_atomic(self.ledger.iteration_dir(sub.iteration) / "score.json", score.model_dump(mode="json"))
         self.ledger.append(ScoreEvent(iteration=sub.iteration, score=score))
         return score
@@ -263,8 +255,6 @@ class Run:
 
     def _waiting(self, what: str) -> Callable[[str], None]:
         def note(detail: str) -> None:
-            if what == "docker":
-                self._engine_waits += 1
             self.ledger.append(Waiting(what=what, detail=detail))  # type: ignore[arg-type]
 
         return note

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from harness.cli_options import Json, Sets
 from harness.config import ConfigError, load_config
 from harness.console import emit_json, err, fail, log
 from harness.datasets.sources import generate_dataset
@@ -23,8 +24,6 @@ SPARK = "▁▂▃▄▅▆▇█"
 # enough (~0.3 s at 15K QPS) for its QPS to mean something.
 DEMO_DATASET = "demo-20k"
 
-Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a setting: dotted.key=value (repeatable).")]
-Json = Annotated[bool, typer.Option("--json", help="Print the final summary as one JSON value.")]
 
 
 def sparkline(values: list[float]) -> str:

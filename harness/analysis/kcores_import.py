@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from harness.cli_options import Json
 from harness.console import emit_json, fail, log
 from harness.events import SCHEMA_VERSION, event_json, parse_event
 from harness.scorer.record import Hardware, Score, Status
@@ -100,7 +101,7 @@ def import_kcores(
     entry: Annotated[Path, typer.Argument(help="A KCORES leaderboard entry folder (with agent_log.jsonl).")],
     runs_dir: Annotated[Path, typer.Option(help="Where to create the run.")] = Path("runs"),
     name: Annotated[str | None, typer.Option(help="Run directory name (default kcores-<entry>).")] = None,
-    json_: Annotated[bool, typer.Option("--json", help="Print one JSON value on stdout.")] = False,
+    json_: Json = False,
 ) -> None:
     """Turn a published KCORES leaderboard entry into a run (marked imported) for report and compare."""
     try:

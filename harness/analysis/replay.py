@@ -12,6 +12,7 @@ import typer
 import yaml
 from rich.panel import Panel
 
+from harness.cli_options import Json
 from harness.config import RunConfig, validate_model
 from harness.console import emit_json, err, fail
 from harness.events import Event, IterationStart, ModelCall, SandboxRestarted, ScoreEvent, Submission, ToolCallEvent
@@ -125,7 +126,7 @@ def replay(
                                                             "iteration's start; check the tree is identical.")]
     = False,
     sandbox: Annotated[str, typer.Option(help="Sandbox for --redrive: docker or local (no isolation).")] = "docker",
-    json: Annotated[bool, typer.Option("--json", help="Print one JSON value on stdout.")] = False,
+    json: Json = False,
 ) -> None:
     """Show an iteration's transcript (model turns, tool calls, outputs, score); rescore or redrive it."""
     if not (run_dir / "events.jsonl").is_file():

@@ -37,6 +37,7 @@ import typer
 from pydantic import BaseModel, Field
 from rich.table import Table
 
+from harness.cli_options import Json
 from harness.console import emit_json, err, fail, log
 from harness.datasets.store import Dataset, DatasetError, DatasetStore
 from harness.paths import REFERENCE, SKELETON
@@ -534,7 +535,7 @@ def oracle_command(
     nlist: Annotated[int | None, typer.Option(min=1, help="IVF lists (default 4 sqrt(n)).")] = None,
     nprobe: Annotated[str, typer.Option(help="nprobe sweep.")] = ",".join(map(str, DEFAULT_NPROBE)),
     stop_recall: Annotated[float, typer.Option(help="A sweep stops once it reaches this recall.")] = 0.999,
-    json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON value.")] = False,
+    json: Json = False,
 ) -> None:
     """Measure hnswlib, faiss and a reference stage on one CPU: best QPS at the recall floor, full sweeps."""
     if dataset is None:

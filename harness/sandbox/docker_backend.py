@@ -23,6 +23,7 @@ marker is killed from a second exec.
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 import socket
@@ -138,12 +139,19 @@ def _already_buffered(sock: object, raw: socket.socket) -> bytes:
 
 
 def remove_labelled(key: str, value: str, client: docker.DockerClient | None = None) -> int:
-    """Remove every container labelled ``key=value`` (a run's, at its end); returns how many."""
+    """Remove every container labelled ``key=value`` (a run's, at its end); returns how many. An
+    engine that does not answer within a few seconds is not waited for (EngineUnavailable)."""
+    own = client is None
     client = client or docker.from_env(timeout=60)
-    found = client.api.containers(all=True, filters={"label": f"{key}={value}"})
-    for c in found:
-        _remove(client, c["Id"])
-    return len(found)
+    try:
+        found = call_docker(lambda: client.api.containers(all=True, filters={"label": f"{key}={value}"}),
+                            engine_wait_s=5)
+        for c in found:
+            call_docker(functools.partial(_remove, client, c["Id"]), engine_wait_s=5)
+        return len(found)
+    finally:
+        if own:
+            client.close()
 
 
 def _remove(client: docker.DockerClient, name_or_id: str) -> None:

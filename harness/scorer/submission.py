@@ -46,11 +46,17 @@ def prepare(path: Path, dest: Path, variant: Literal["best", "final"] = "best") 
     """Copy the submission at ``path`` into ``dest`` as a complete crate and return ``dest``.
 
     A KCORES entry's ``src_best_qps/`` (``variant="best"``, its best-QPS snapshot) or ``src/``
-    (``"final"``) is laid over the skeleton; a complete crate is copied as it is.
+    (``"final"``) is laid over the skeleton; a complete crate is copied as it is. A reference
+    variant, which is data rather than a folder (``reference/stage05c-...``), is materialized first.
     """
     path = Path(path)
     if not path.is_dir():
-        raise SubmissionError(f"{path}: not a folder")
+        from harness.reference import materialize, named_stage
+
+        stage = named_stage(path)
+        if stage is None:
+            raise SubmissionError(f"{path}: not a folder (nor a reference stage's name)")
+        path = materialize(stage, dest.parent / f"{stage.name}-materialized")
     if dest.exists():
         shutil.rmtree(dest)
     complete = (path / "Cargo.toml").is_file() and (path / "src" / "main.rs").is_file()
