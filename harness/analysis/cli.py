@@ -13,6 +13,7 @@ from harness.analysis.report import write_report
 from harness.analysis.staircase import AXES, load_staircase
 from harness.cli_options import Json
 from harness.console import emit_json, err, fail, log
+from harness.ledger import lock_holder
 
 
 def _recall_floor(run_dir: Path) -> float:
@@ -66,8 +67,12 @@ def runs(
         state = {}
         if (d / "state.json").is_file():
             state = jsonlib.loads((d / "state.json").read_text())
-        rows.append({"run": d.name, "path": str(d), "model": sc.model, "status": "ended" if sc.end_reason else
-                     "interrupted or running", "end_reason": sc.end_reason, "iterations": len(sc.points),
+        status = sc.status
+        if status == "running":
+            holder = lock_holder(d)
+            status = f"running (PID {holder.get('pid')} on {holder.get('host')})" if holder else "interrupted"
+        rows.append({"run": d.name, "path": str(d), "model": sc.model, "status": status,
+                     "end_reason": sc.end_reason or sc.stop_reason, "iterations": len(sc.points),
                      "tool_calls": sc.usage["tool_calls"], "tokens": sc.usage["tokens"],
                      "dollars": round(sc.usage["dollars"], 4), "hours": round(sc.usage["hours"], 3),
                      "best_valid_qps": best.qps if best else None, "updated": state.get("updated")})

@@ -54,6 +54,8 @@ class Staircase(BaseModel):
     threshold: float
     usage: dict[str, float]
     end_reason: str | None
+    status: str = "running"  # ended, stopped (resumable), running (or killed: no process holds its lock)
+    stop_reason: str | None = None
     imported: bool = False
 
     def best(self) -> Point | None:
@@ -90,7 +92,9 @@ def load_staircase(run_dir: Path, *, jump: float | None = None) -> Staircase:
                      model=start.model if start else "?", points=points,
                      transitions=find_transitions(points, threshold), noise=noise, threshold=threshold,
                      usage=usage.model_dump() | {"tokens": usage.tokens, "hours": usage.hours},
-                     end_reason=state.end.reason if state.end else None, imported=bool(start and start.imported))
+                     end_reason=state.end.reason if state.end else None, status=state.status,
+                     stop_reason=state.stopped.reason if state.stopped else None,
+                     imported=bool(start and start.imported))
 
 
 def find_transitions(points: list[Point], threshold: float) -> list[Transition]:
