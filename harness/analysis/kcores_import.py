@@ -53,7 +53,7 @@ def import_entry(entry: Path, run_dir: Path) -> dict[str, Any]:
         at = _ts(r.get("timestamp"), t)
         if r.get("event") == "tool_call":
             events.append({"type": "tool_call", "ts": at, "iteration": n + 1, "name": r.get("tool"),
-                           "arguments": r.get("arguments", ""), "call_id": r.get("tool_call_id"), "output": "",
+                           "arguments": r.get("arguments", ""), "call_id": r.get("tool_call_id") or "", "output": "",
                            "is_error": False})
         elif r.get("event") == "tool_result" and r.get("tool") in BENCH_TOOLS and n < len(benches):
             n += 1

@@ -123,7 +123,7 @@ def call_with_retries(call: Callable[[], T], *, provider: str, errors: SdkErrors
             raise ModelError(f"{provider}: unavailable for {now - first_failure:.0f} s, beyond the outage limit "
                              f"(model.outage_limit_s = {policy.outage_limit_s:g}); last error: {what}")
         note = f"waiting for the model API (attempt {attempt}, next try in {wait:.1f} s): {what}"
-        log.warning("%s: %s", provider, note)
+        log.warning("%s: %s; retry %d in %.1f s", provider, what, attempt, wait)
         if policy.on_wait is not None:
             policy.on_wait(note)
         policy.sleep(wait)
