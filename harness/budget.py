@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 
 from pydantic import BaseModel, PrivateAttr
 
@@ -54,19 +53,6 @@ class Usage(BaseModel):
         if self._last_ts is not None and not isinstance(e, RunStart | RunResume):
             self.active_seconds += max(0.0, e.ts - self._last_ts)
         self._last_ts = e.ts
-
-    def tick(self, now: float) -> None:
-        """Count time spent since the last event (between events, e.g. while scoring)."""
-        if self._last_ts is not None:
-            self.active_seconds += max(0.0, now - self._last_ts)
-            self._last_ts = now
-
-    @classmethod
-    def from_events(cls, events: Iterable[Event]) -> Usage:
-        u = cls()
-        for e in events:
-            u.add_event(e)
-        return u
 
 
 class Budget:
