@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from pydantic import BaseModel, PrivateAttr
 
 from harness.config import BudgetConfig
