@@ -55,6 +55,7 @@ from harness.ledger import DiskFull, Ledger, is_disk_full, write_json_atomic, wr
 from harness.models import make_model
 from harness.models.base import Model, ModelError
 from harness.models.pricing import price_snapshot
+from harness.models.retry import read_api_key
 from harness.sandbox.base import Sandbox
 from harness.scorer.base import Scorer
 from harness.scorer.record import Score
@@ -105,6 +106,7 @@ class Run:
     def create(cls, cfg: RunConfig, run_dir: Path | None = None, **kw: object) -> Run:
         run_dir = run_dir or cfg.runs_dir / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
         DatasetStore(cfg.dataset.data_dir).get(cfg.dataset.name)  # fail before anything is written
+        read_api_key(cfg.model)  # an unset key variable too
         ledger = Ledger(run_dir)
         try:
             if ledger.path.stat().st_size or (run_dir / "workspace.git").exists():

@@ -15,6 +15,7 @@ from harness.datasets.sources import generate_dataset
 from harness.datasets.store import DatasetError, DatasetStore
 from harness.events import Event, IterationStart, SandboxRestarted, ScoreEvent, Stopped, Waiting
 from harness.ledger import DiskFull, RunLocked
+from harness.models.base import ModelError
 from harness.paths import CONFIGS
 from harness.run import Run, RunSummary
 
@@ -85,7 +86,8 @@ def _execute(make: Callable[[], Run], json: bool, announce: bool = True) -> None
     """Open or create the run (errors the user can fix are one line) and run it to its end or stop."""
     try:
         r = make()
-    except (ConfigError, DatasetError, FileExistsError, FileNotFoundError, ValueError, RunLocked, DiskFull) as e:
+    except (ConfigError, DatasetError, FileExistsError, FileNotFoundError, ValueError, RunLocked, DiskFull,
+            ModelError) as e:
         fail(str(e))
     if announce:
         log(f"run directory: {r.dir}")
