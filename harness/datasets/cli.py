@@ -107,15 +107,28 @@ def generate(
                                           dim=dim, seed=seed, log=log, gt_progress=_gt_progress(progress))
     except DatasetError as e:
         fail(str(e))
+    warnings = _scoring_warnings(ds.manifest.n_queries)
+    for w in warnings:
+        log(f"warning: {w}")
     out = {"name": ds.name, "path": str(ds.root), "reused": reused,
            "seconds": round(time.monotonic() - t0, 2), "peak_rss_mib": round(_peak_rss_mib(), 1),
            "n_base": ds.manifest.n_base, "n_queries": ds.manifest.n_queries,
-           "n_dev_queries": ds.manifest.n_dev_queries, "dim": ds.manifest.dim}
+           "n_dev_queries": ds.manifest.n_dev_queries, "dim": ds.manifest.dim, "warnings": warnings}
     if json:
         emit_json(out)
     else:
         verb = "reused" if reused else "generated"
         log(f"{verb} {ds.name} at {ds.root} in {out['seconds']} s (peak RSS {out['peak_rss_mib']} MiB)")
+
+
+def _scoring_warnings(n_queries: int) -> list[str]:
+    """What the scorer, at its default settings, cannot check on a hidden set this small."""
+    from harness.config import ScorerConfig
+    from harness.scorer.evaluate import MIN_TIMED_PASS_S, small_hidden_set
+
+    cfg = ScorerConfig()
+    warning = small_hidden_set(n_queries, cfg.passes, cfg.fresh_fraction, MIN_TIMED_PASS_S)
+    return [warning] if warning else []
 
 
 @app.command()

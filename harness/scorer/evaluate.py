@@ -1,4 +1,5 @@
-"""Judging what a server answered: recall, distances, and signs of cheating.
+"""Judging what a server answered: recall, distances, signs of cheating, and which passes' QPS the
+scorer can vouch for.
 
 Nothing here trusts the server: every distance is recomputed from the vectors, and recall under
 the strict protocol counts a returned id when its true distance is within the 10th true neighbour's
@@ -12,8 +13,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from harness.scorer.record import PassResult, QpsConfidence, QpsSource
+
 # Slack for float rounding when comparing a returned neighbour with the 10th true distance.
 TIE_EPS = 1e-6
+# Passes shorter than this are too short for their QPS to mean anything (a 10 ms pass moves 10x
+# with one hiccup of the machine).
+MIN_TIMED_PASS_S = 1.0
+# The fewest fresh and remembered answers per later pass from which repeat_speedup judges; with
+# fewer its statistics cannot tell a cache from noise and it gives no verdict.
+MIN_FRESH_ANSWERS = 20
 
 
 @dataclass
@@ -148,8 +157,33 @@ def fresh_pools(nq: int, passes: int, fraction: float) -> int:
     return int(fraction * nq / (1 + (passes - 1) * fraction))
 
 
+def min_hidden_queries(passes: int, fraction: float, min_samples: int = MIN_FRESH_ANSWERS) -> int | None:
+    """The fewest hidden queries whose fresh pools (see ``fresh_pools``) hold ``min_samples`` queries
+    each: below it ``repeat_speedup`` cannot reach a verdict (240 at 3 passes and a fraction of 0.1).
+    None when the plan has no fresh pools at all (one pass, or a fraction of 0)."""
+    if passes < 2 or fraction <= 0:
+        return None
+    nq = max(1, int(min_samples * (1 + (passes - 1) * fraction) / fraction) - passes)
+    while fresh_pools(nq, passes, fraction) < min_samples:  # the formula less float rounding, then exact
+        nq += 1
+    return nq
+
+
+def small_hidden_set(nq: int, passes: int, fraction: float, min_pass_s: float = 1.0) -> str | None:
+    """What a hidden set of ``nq`` queries is too small for under a strict scoring of ``passes``
+    passes with fresh pools of ``fraction`` (None when the caching check can judge it)."""
+    need = min_hidden_queries(passes, fraction)
+    if need is None or nq >= need:
+        return None
+    per_pass = nq - (passes - 1) * fresh_pools(nq, passes, fraction)
+    return (f"{nq:,} hidden queries are fewer than the {need:,} the scorer's caching check needs ("
+            f"{MIN_FRESH_ANSWERS} fresh queries per pass at {passes} passes, {fraction:.0%} fresh): scores on this "
+            f"set take their QPS from the first pass only, and a submission faster than "
+            f"{per_pass / min_pass_s:,.0f} QPS gets passes under {min_pass_s:g} s, a low-confidence QPS")
+
+
 def repeat_speedup(latency_ms: np.ndarray, fresh: list[np.ndarray], repeated: np.ndarray, *, concurrency: int,
-                   server_cpus: int, limit: float = 1.25, min_samples: int = 20,
+                   server_cpus: int, limit: float = 1.25, min_samples: int = MIN_FRESH_ANSWERS,
                    z_min: float = 3.0) -> list[str] | None:
     """Flag a server that answers queries it has seen before faster than queries it has not.
 
@@ -191,6 +225,82 @@ def repeat_speedup(latency_ms: np.ndarray, fresh: list[np.ndarray], repeated: np
     p, gain, fm, rm = max(found, key=lambda t: t[1])
     return [f"queries seen in earlier passes were answered faster than new ones in the same pass (median "
             f"{rm:.3f} ms vs {fm:.3f} ms in pass {p + 1}), worth about {gain:.2f}x QPS: results cached across passes"]
+
+
+def answers_to_compare(latency_ms: np.ndarray, fresh: list[np.ndarray], repeated: np.ndarray) -> tuple[int, int]:
+    """The fewest fresh and the fewest remembered answers in any later pass: what ``repeat_speedup``
+    needs ``min_samples`` of each to judge. (0, 0) with fewer than two passes."""
+    later = range(1, latency_ms.shape[0])
+    if not later:
+        return 0, 0
+    return (min(int(np.isfinite(latency_ms[p, fresh[p]]).sum()) for p in later),
+            min(int(np.isfinite(latency_ms[p, repeated]).sum()) for p in later))
+
+
+def judge_caching(passes: list[PassResult], latency_ms: np.ndarray | None, fresh: list[np.ndarray],
+                  repeated: np.ndarray, *, concurrency: int, server_cpus: int, limit: float,
+                  fresh_fraction: float) -> tuple[list[str], str | None]:
+    """The caching checks of a strict scoring: ``(cheats, unjudged)``.
+
+    Remembered versus fresh queries within each later pass decides (``repeat_speedup``). When there
+    are too few fresh answers for it to judge, the passes' QPS flags a gross cache (``caching_suspected``,
+    if the passes are long enough to time), and ``unjudged`` says why the repeated passes cannot be
+    vouched for: their QPS must not be certified, only the first pass's, where every query was new
+    to the server. A silent pass-QPS check is no warrant: it misses caches worth under 3x.
+    """
+    verdict = None
+    if latency_ms is not None:
+        verdict = repeat_speedup(latency_ms, fresh, repeated, concurrency=concurrency, server_cpus=server_cpus,
+                                 limit=limit)
+    if verdict is not None:
+        return verdict, None
+    shortest = min(p.elapsed_s for p in passes)
+    if shortest >= MIN_TIMED_PASS_S and (cheats := caching_suspected([p.qps for p in passes])):
+        return cheats, None
+    nq = latency_ms.shape[1] if latency_ms is not None else 0
+    if latency_ms is None:
+        why = "no latencies of fresh and repeated queries to compare"
+    else:
+        n_fresh, n_repeated = answers_to_compare(latency_ms, fresh, repeated)
+        why = (f"a later pass had {n_fresh} fresh answers and {n_repeated} repeated ones, it needs "
+               f"{MIN_FRESH_ANSWERS} of each")
+        need = min_hidden_queries(len(passes), fresh_fraction)
+        if n_fresh < MIN_FRESH_ANSWERS and need is not None and nq < need:
+            why += f": a hidden set of at least {need:,} queries ({nq:,} here)"
+    if shortest < MIN_TIMED_PASS_S:
+        why += f"; the shortest pass lasted {shortest:.2f} s, under the {MIN_TIMED_PASS_S:g} s the pass-QPS check needs"
+    else:
+        why += "; the pass-QPS check found no gain over 3x, and smaller ones it cannot see"
+    median = float(np.median([p.qps for p in passes]))
+    return [], (f"QPS from pass 1 only ({passes[0].qps:,.0f} QPS; every query in it was new to the server), not "
+                f"the median of {len(passes)} passes ({median:,.0f} QPS): the caching check could not judge the "
+                f"repeated passes ({why})")
+
+
+def used_passes(passes: list[PassResult], source: QpsSource) -> list[PassResult]:
+    """The passes a QPS from ``source`` is measured over (those that completed a query)."""
+    return passes[:1] if source == QpsSource.FIRST_PASS else [p for p in passes if p.completed]
+
+
+def certified_qps(passes: list[PassResult], source: QpsSource) -> float:
+    """The QPS a record reports: the median over the passes ``source`` names."""
+    used = used_passes(passes, source)
+    return float(np.median([p.qps for p in used])) if used else 0.0
+
+
+def qps_confidence(passes: list[PassResult], source: QpsSource, nq: int) -> tuple[QpsConfidence, str | None]:
+    """Low, with the finding that says so, when every pass the QPS comes from is shorter than
+    ``MIN_TIMED_PASS_S``: too short a time for one hiccup of the machine not to move it."""
+    used = used_passes(passes, source)
+    longest = max((p.elapsed_s for p in used), default=0.0)
+    if not used or longest >= MIN_TIMED_PASS_S:
+        return QpsConfidence.NORMAL, None
+    which = "its pass" if len(used) == 1 else f"the longest of its {len(used)} passes"
+    # A pass's length grows with the hidden set: the set that would make this one last long enough.
+    need = (f" (at this speed, a hidden set of about {int(np.ceil(nq * MIN_TIMED_PASS_S / longest)):,} queries "
+            f"gives one)") if longest > 0 and nq else ""
+    return QpsConfidence.LOW, (f"low-confidence QPS: {which} lasted {longest:.2f} s, under the {MIN_TIMED_PASS_S:g} s "
+                               f"a timed pass needs to mean much{need}")
 
 
 def _first_mismatch(dists: np.ndarray, true_sq: np.ndarray, kind: str, rtol: float) -> tuple[int, int]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 
 class Status(StrEnum):
@@ -21,6 +22,18 @@ class Status(StrEnum):
     RULE_VIOLATION = "rule_violation"
     TIMEOUT = "timeout"
     ERROR = "error"  # the harness itself failed: never the submission's fault
+
+
+class QpsSource(StrEnum):
+    """Which timed passes the record's QPS is the median of."""
+
+    ALL_PASSES = "all_passes"  # every pass: the caching check vouched for the repeated ones (or there were none)
+    FIRST_PASS = "first_pass"  # the first pass only, where every query was new to the server
+
+
+class QpsConfidence(StrEnum):
+    NORMAL = "normal"
+    LOW = "low"  # every pass the QPS comes from was shorter than the scorer's minimum timed pass
 
 
 class Hardware(BaseModel):
@@ -58,6 +71,8 @@ class Score(BaseModel):
     valid: bool = False
     qps: float | None = None
     qps_spread: float | None = Field(None, description="max/min QPS over the timed passes")
+    qps_source: QpsSource | None = Field(None, description="the passes the QPS is the median of")
+    qps_confidence: QpsConfidence | None = Field(None, description="low: measured over too short a time")
     recall: float | None = None
     recall_floor: float
     p50_ms: float | None = None
@@ -79,3 +94,16 @@ class Score(BaseModel):
     hardware: Hardware
     scored_at: str
     cached: bool = False
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unset_additions(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Fields added after the first records left out while unset: a record that does not use
+        # them (a failed build, a stub, an old record read back) serializes exactly as before.
+        data: dict[str, Any] = handler(self)
+        for name in LATER_FIELDS:
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
+
+
+LATER_FIELDS = ("qps_source", "qps_confidence")

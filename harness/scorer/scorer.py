@@ -23,9 +23,16 @@ import numpy as np
 from harness.config import RunConfig, ScorerConfig, cpu_count
 from harness.datasets.formats import atomic_write_bytes, write_vecs
 from harness.datasets.store import Dataset, DatasetStore
-from harness.scorer.evaluate import caching_suspected, judge_pass, repeat_speedup
+from harness.scorer.evaluate import (
+    MIN_TIMED_PASS_S,
+    certified_qps,
+    judge_caching,
+    judge_pass,
+    qps_confidence,
+    used_passes,
+)
 from harness.scorer.plan import plan_queries
-from harness.scorer.record import PassResult, Score, Status
+from harness.scorer.record import PassResult, QpsConfidence, QpsSource, Score, Status
 from harness.scorer.runner import MeasurementVoid, Runner, Server, make_runner
 from harness.scorer.submission import check_rules, prepare, tree_hash
 
@@ -35,9 +42,10 @@ CONTRACT_ERRORS = ("http_status", "body_too_large", "bad_json", "wrong_k", "dupl
                    "bad_distance", "unsorted")
 
 
-# Passes shorter than this are too short for their QPS to mean anything (a 10 ms pass moves 10x
-# with one hiccup of the machine).
-MIN_TIMED_PASS_S = 1.0
+# The version of the judgement (what is flagged, which passes the QPS comes from): part of the
+# settings hash, so that a cached record judged by older rules is not served. 2: a QPS the caching
+# check cannot vouch for comes from the first pass only; short passes make it low-confidence.
+JUDGEMENT_VERSION = 2
 # How often a scoring is done again when the runner voided it (the Docker engine went away while
 # the containers ran); after that the runner's exception goes to the caller.
 VOID_RETRIES = 2
@@ -64,6 +72,9 @@ class Measurement:
     queries_n: int = 0  # hidden queries sent (set once the passes have statistics)
     recall: float | None = None  # the worst pass's recall@k (set once every pass is judged)
     distance_kind: str | None = None
+    # Which passes the QPS is certified from, and how far it can be trusted (set by the judgement).
+    qps_source: QpsSource = QpsSource.ALL_PASSES
+    qps_confidence: QpsConfidence = QpsConfidence.NORMAL
     # Strict protocol: each pass's pool of first-time queries and the queries every pass sends.
     fresh: list[np.ndarray] = field(default_factory=list)
     shared: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
@@ -114,6 +125,7 @@ class BenchmarkScorer:
         # What changes a measurement: the protocol and its limits, not where files are nor how
         # long an unreachable engine is waited for.
         data = self.cfg.model_dump(mode="json", exclude={"image", "engine_wait_s"})
+        data["judgement"] = JUDGEMENT_VERSION
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def cache_key(self, tree: str) -> str:
@@ -287,27 +299,30 @@ class BenchmarkScorer:
             recalls.append(j.recall or 0.0)
         # A submission must be right in every pass: the worst pass's recall is its recall.
         recall = m.recall = min(recalls)
-        if self.cfg.protocol == "strict":
-            # Remembered versus fresh queries within each pass decides; only when there are too
-            # few fresh answers to tell, the passes' QPS (if they are long enough to time).
-            verdict = None
+        cheats: list[str] = []
+        if self.cfg.protocol == "strict" and len(passes) > 1:
             latency_file = io / "query" / "latency.f32"
-            if m.fresh and latency_file.is_file():
-                latency = np.fromfile(latency_file, dtype="<f4").reshape(len(passes), nq)
-                verdict = repeat_speedup(latency, m.fresh, m.shared, concurrency=self.cfg.concurrency,
-                                         server_cpus=cpu_count(self.cfg.server_cpus),
-                                         limit=self.cfg.repeat_gain_limit)
-            if verdict is None and min(p.elapsed_s for p in passes) >= MIN_TIMED_PASS_S:
-                verdict = caching_suspected([p.qps for p in passes])
-            cheats = verdict or []
-            if cheats:
-                m.findings.extend(cheats)
-                return Status.CHEAT_SUSPECTED, cheats[0]
-        qps = float(np.median([p.qps for p in passes]))
+            latency = (np.fromfile(latency_file, dtype="<f4").reshape(len(passes), nq)
+                       if m.fresh and latency_file.is_file() else None)
+            cheats, unjudged = judge_caching(passes, latency, m.fresh, m.shared, concurrency=self.cfg.concurrency,
+                                             server_cpus=cpu_count(self.cfg.server_cpus),
+                                             limit=self.cfg.repeat_gain_limit, fresh_fraction=self.cfg.fresh_fraction)
+            if unjudged:
+                # QPS is certified only from answers the scorer can vouch for.
+                m.qps_source = QpsSource.FIRST_PASS
+                m.findings.append(unjudged)
+        m.qps_confidence, low = qps_confidence(passes, m.qps_source, nq)
+        if cheats:
+            m.findings.extend(cheats)
+            return Status.CHEAT_SUSPECTED, cheats[0]
+        if low:
+            m.findings.append(low)
+        qps = certified_qps(passes, m.qps_source)
+        caveat = _caveat(m)
         if recall < self.cfg.recall_floor:
             return Status.INVALID, (f"recall@{k} {recall:.4f} is below the floor {self.cfg.recall_floor} "
-                                    f"({qps:,.0f} QPS)")
-        return Status.VALID, f"{qps:,.0f} QPS at recall@{k} {recall:.4f}"
+                                    f"({qps:,.0f} QPS{caveat})")
+        return Status.VALID, f"{qps:,.0f} QPS at recall@{k} {recall:.4f}" + (f" ({caveat[2:]})" if caveat else "")
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -333,16 +348,20 @@ class BenchmarkScorer:
     def _record(self, status: Status, reason: str, tree: str, phases: dict[str, float], m: Measurement) -> Score:
         passes = m.passes
         qps_list = [p.qps for p in passes if p.completed]
-        measured = status in (Status.VALID, Status.INVALID, Status.CHEAT_SUSPECTED)
+        measured = status in (Status.VALID, Status.INVALID, Status.CHEAT_SUSPECTED) and bool(qps_list)
+        # QPS and latencies come from the passes the judgement certified; the spread shows them all.
+        used = used_passes(passes, m.qps_source)
         return Score(
             status=status, reason=reason, valid=status == Status.VALID,
-            qps=round(float(np.median(qps_list)), 2) if qps_list and measured else None,
+            qps=round(certified_qps(passes, m.qps_source), 2) if measured else None,
             qps_spread=round(max(qps_list) / min(qps_list), 4) if len(qps_list) > 1 and min(qps_list) > 0 else None,
+            qps_source=m.qps_source if measured else None,
+            qps_confidence=m.qps_confidence if measured else None,
             recall=round(m.recall, 6) if m.recall is not None else None,
             recall_floor=self.cfg.recall_floor,
-            p50_ms=median_or_none([p.p50_ms for p in passes if p.p50_ms is not None]),
-            p95_ms=median_or_none([p.p95_ms for p in passes if p.p95_ms is not None]),
-            p99_ms=median_or_none([p.p99_ms for p in passes if p.p99_ms is not None]),
+            p50_ms=median_or_none([p.p50_ms for p in used if p.p50_ms is not None]),
+            p95_ms=median_or_none([p.p95_ms for p in used if p.p95_ms is not None]),
+            p99_ms=median_or_none([p.p99_ms for p in used if p.p99_ms is not None]),
             passes=passes, queries=m.queries_n, phase_seconds=phases,
             distance_kind=m.distance_kind, error_counts=m.errors,
             error_samples=m.samples, findings=m.findings,
@@ -375,6 +394,16 @@ class BenchmarkScorer:
 
 def median_or_none(xs: list[float]) -> float | None:
     return float(np.median(xs)) if xs else None
+
+
+def _caveat(m: Measurement) -> str:
+    """What the reason adds to the QPS when it is not the plain median of all passes."""
+    parts = []
+    if m.qps_source == QpsSource.FIRST_PASS:
+        parts.append("pass 1 only: too few fresh queries to check the repeated passes for caching")
+    if m.qps_confidence == QpsConfidence.LOW:
+        parts.append(f"low confidence: passes under {MIN_TIMED_PASS_S:.0f} s")
+    return "".join(f"; {p}" for p in parts)
 
 
 def _pass(p: dict[str, Any]) -> PassResult:

@@ -7,6 +7,7 @@ from harness.scorer.evaluate import (
     classify_distances,
     fresh_pools,
     identical_results,
+    min_hidden_queries,
     judge_pass,
     repeat_speedup,
 )
@@ -88,6 +89,15 @@ def test_fresh_pools_cover_the_queries():
     for nq, passes in ((300, 2), (10_000, 5), (1000, 3)):
         size = fresh_pools(nq, passes, 0.1)
         assert passes * size < nq and abs(size / (nq - (passes - 1) * size) - 0.1) < 0.01
+
+
+def test_min_hidden_queries_is_where_the_pools_reach_the_samples():
+    assert min_hidden_queries(3, 0.1) == 240 and min_hidden_queries(2, 0.1) == 220
+    assert min_hidden_queries(1, 0.1) is None and min_hidden_queries(3, 0.0) is None
+    for passes in (2, 3, 5, 8):
+        for fraction in (0.05, 0.1, 0.25, 0.45):
+            n = min_hidden_queries(passes, fraction)
+            assert fresh_pools(n, passes, fraction) >= 20 > fresh_pools(n - 1, passes, fraction)
 
 
 def _closed_loop(order, cost, concurrency, servers):

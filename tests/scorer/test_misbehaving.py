@@ -75,6 +75,25 @@ def test_a_cache_worth_2x_is_caught_by_fresh_queries(sandbox_image, tmp_path_fac
     assert "faster than new ones" in s.reason  # the latency check's verdict, not the pass-QPS one's
 
 
+def test_a_cache_on_too_small_a_set_earns_nothing(sandbox_image, tmp_path_factory, tmp_path):
+    """200 hidden queries (fresh pools of 16 per pass, the latency check needs 20): the cache cannot be
+    judged, so its repeated passes are not certified; the QPS is the first pass's, with a finding."""
+    from harness.datasets.sources import generate_dataset
+    from harness.datasets.store import DatasetStore
+    from harness.scorer.docker_runner import DockerRunner
+    from harness.scorer.record import QpsSource
+
+    ds, _ = generate_dataset(DatasetStore(tmp_path_factory.mktemp("data200")), "scorer-5k-200q", n=5000,
+                             queries=200, dev_queries=20, seed=15)
+    cfg = quick_scorer_config(image=sandbox_image, passes=3)
+    scorer = BenchmarkScorer(cfg, ds, DockerRunner(cfg, build_cache="tests-misbehaving"))
+    s = scorer.score(write_variant("caches_results", tmp_path / "cr"), use_cache=False)
+    qps = [p.qps for p in s.passes]
+    assert s.status == Status.VALID and s.qps_source == QpsSource.FIRST_PASS, (s.status, s.reason, qps)
+    assert s.qps == pytest.approx(qps[0], abs=0.01) and min(qps[1:]) > 2 * qps[0], qps
+    assert s.findings and s.findings[0].startswith("QPS from pass 1 only"), s.findings
+
+
 def test_a_server_finds_no_data_and_no_way_out(docker_scorer, tmp_path):
     """Nothing of the dataset, the hidden queries or the ground truth is in the server's container,
     and it reaches no network: it can only answer honestly."""

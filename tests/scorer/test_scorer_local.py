@@ -86,3 +86,35 @@ def test_score_cli_json(stage1, small_dataset, tmp_path, monkeypatch):
     assert record["status"] == "valid" and record["recall"] == 1.0 and record["hardware"]["runner"] == "local"
     bad = CliRunner().invoke(app, ["score", str(stage1), "--set", "scorer.pases=1"])
     assert bad.exit_code == 2 and "scorer.pases: unknown field" in bad.output
+
+
+@pytest.fixture(scope="module")
+def dataset_200(tmp_path_factory):
+    """200 hidden queries: fresh pools of 16 per pass, fewer than the caching check needs."""
+    from harness.datasets.sources import generate_dataset
+    from harness.datasets.store import DatasetStore
+
+    return generate_dataset(DatasetStore(tmp_path_factory.mktemp("data200")), "scorer-5k-200q", n=5000,
+                            queries=200, dev_queries=20, seed=15)[0]
+
+
+def test_on_a_small_set_only_the_first_pass_counts(stage1, dataset_200, tmp_path):
+    """Issue 15: a server that remembers answers gets its first pass's QPS (every query new to it) and
+    a finding, not the median of passes its cache sped up; the honest brute force keeps its QPS."""
+    from harness.scorer.record import QpsSource
+
+    def run(sub):
+        return BenchmarkScorer(quick_scorer_config(passes=3), dataset_200, LocalRunner()).score(sub, use_cache=False)
+
+    honest = run(stage1)
+    cache = run(write_variant("caches_results", tmp_path / "cache"))
+    for s in (honest, cache):
+        assert s.status == Status.VALID and s.recall == 1.0, s.reason
+        assert s.qps_source == QpsSource.FIRST_PASS and s.qps == pytest.approx(s.passes[0].qps, abs=0.01)
+        assert any(f.startswith("QPS from pass 1 only") for f in s.findings), s.findings
+        assert "pass 1 only" in s.reason
+    later = [p.qps for p in cache.passes[1:]]
+    assert min(later) > 2 * cache.qps, [p.qps for p in cache.passes]  # the cache did pay off ...
+    assert cache.qps < 2 * honest.qps, (cache.qps, honest.qps)  # ... and earned nothing certified
+    median = sorted(p.qps for p in honest.passes)[1]
+    assert 0.5 < honest.qps / median < 2, [p.qps for p in honest.passes]  # within a pass's noise
