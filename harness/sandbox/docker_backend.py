@@ -97,11 +97,14 @@ def _container_user(workspace: Path, configured: str) -> tuple[str, bool]:
             raise SandboxError("refusing to run a sandbox as root")
         return configured, False
     st = workspace.stat()
+    if os.geteuid() == 0:
+        # The harness runs as root, so what it writes there (git's files on a reset) is root's: it is
+        # always handed over, to the workspace's owner, or to agent when root owns it. (A resumed run
+        # finds the workspace already the agent's, and must still claim what its reset rewrote.)
+        return (f"{st.st_uid}:{st.st_gid}" if st.st_uid != 0 else f"{AGENT_UID}:{AGENT_UID}"), True
     if st.st_uid != 0:
         return f"{st.st_uid}:{st.st_gid}", False
-    if os.geteuid() != 0:
-        raise SandboxError(f"{workspace} is owned by root; cannot hand it to the sandbox user")
-    return f"{AGENT_UID}:{AGENT_UID}", True
+    raise SandboxError(f"{workspace} is owned by root; cannot hand it to the sandbox user")
 
 
 def _demux(buf: bytearray, state: list[int], sink: Callable[[int, bytes], None]) -> None:
@@ -249,8 +252,7 @@ class DockerSandbox(Sandbox):
 
     def _create(self) -> None:
         cfg = self.config
-        if self._claims_workspace:
-            claim_workspace(self.workspace)
+        self.claim_workspace()
         mounts = [Mount(target=WORKSPACE, source=str(self.workspace), type="bind", read_only=False)]
         mounts += [
             Mount(target=f"{DATA_ROOT}/{name}", source=str(path.resolve()), type="bind", read_only=True)
@@ -337,7 +339,8 @@ class DockerSandbox(Sandbox):
         """After the host wrote into the workspace: hand new files to the sandbox user (a no-op
         when the workspace belongs to a normal user)."""
         if self._claims_workspace:
-            claim_workspace(self.workspace)
+            uid, gid = (int(x) for x in self.user.split(":"))
+            claim_workspace(self.workspace, uid, gid)
 
     def __enter__(self) -> DockerSandbox:
         return self

@@ -6,7 +6,8 @@ as JSON and exits 0 (ended) or 3 (stopped). Environment knobs:
 - ``FAULT_EPISODES`` (3): iterations in the script;
 - ``FAULT_SLEEP_S`` (0): iteration 2 runs ``sleep`` this long (a command to be interrupted in);
 - ``FAULT_SCORE_SLEEP_S`` (0): the first scoring sleeps this long (a scoring to be interrupted in);
-- ``FAULT_BLOB_KB`` (0): iteration 2 writes a file of this many KiB into the workspace (fills a disk).
+- ``FAULT_BLOB_KB`` (0): iteration 2 writes a file of this many KiB into the workspace (fills a disk);
+- ``FAULT_SANDBOX_IMAGE`` (unset): the Docker sandbox on this image instead of the local one.
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ class SlowFirstScorer(StubScorer):
 def main() -> None:
     run_dir, tmp = Path(sys.argv[1]), Path(sys.argv[2])
     scorer = SlowFirstScorer(tmp / "slept-once", float(os.environ.get("FAULT_SCORE_SLEEP_S", "0")))
-    kw = {"sandbox_factory": lambda run: LocalSandbox(run.workspace.path), "scorer_factory": lambda run: scorer}
+    kw: dict[str, object] = {"scorer_factory": lambda run: scorer}
+    image = os.environ.get("FAULT_SANDBOX_IMAGE")
+    if not image:
+        kw["sandbox_factory"] = lambda run: LocalSandbox(run.workspace.path)
     if (run_dir / "config.yaml").exists():
         run = Run.open(run_dir, **kw)  # type: ignore[arg-type]
     else:
@@ -64,6 +68,8 @@ def main() -> None:
         script = write_script(tmp / "fault-script.yaml", episodes, float(os.environ.get("FAULT_SLEEP_S", "0")),
                               int(os.environ.get("FAULT_BLOB_KB", "0")))
         cfg.model.script = str(script)
+        if image:
+            cfg.sandbox.image = image
         run = Run.create(cfg, run_dir, **kw)  # type: ignore[arg-type]
     summary = run.execute()
     print(summary.model_dump_json())

@@ -287,6 +287,26 @@ def test_stop_signal_stops_within_seconds_and_resume_continues(sig, where, tmp_p
     _resume_matches(tmp_path / "run", tmp_path, reference)
 
 
+@pytest.mark.docker
+def test_stop_signal_removes_the_runs_containers(tmp_path, sandbox_image, docker_client, reference):
+    p = _drive(tmp_path / "run", tmp_path, {"FAULT_SLEEP_S": "60", "FAULT_SANDBOX_IMAGE": sandbox_image})
+    _when(tmp_path / "run", lambda es: any(isinstance(e, ToolCallEvent) and e.iteration == 2 for e in es))
+    label = {"label": f"{RUN_LABEL}={(tmp_path / 'run').resolve()}"}
+    assert len(docker_client.containers.list(all=True, filters=label)) == 1
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 3, err[-3000:]
+    assert docker_client.containers.list(all=True, filters=label) == []
+    p = _drive(tmp_path / "run", tmp_path, {"FAULT_SANDBOX_IMAGE": sandbox_image})
+    out, err = p.communicate(timeout=180)
+    assert p.returncode == 0, err[-3000:]
+    # the same trees as without the signal: the restarted iteration could write the files its reset
+    # rewrote (they were root's once, and the sandbox's user could not)
+    assert ledger_digest(tmp_path / "run") == reference[0]
+    assert not any("cannot write" in e.output for e in read_events(tmp_path / "run", "tool_call"))
+    assert docker_client.containers.list(all=True, filters=label) == []
+
+
 def test_second_signal_stops_at_once():
     from harness.stop import StopRequested, StopSignals
 
