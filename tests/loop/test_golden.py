@@ -6,6 +6,7 @@ and commit the new file with the change."""
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import os
 import re
@@ -15,7 +16,9 @@ from typing import Any
 from harness.ledger import read_events
 from harness.models.scripted import ScriptedModel
 from harness.run import Run
-from tests.loop.support import factories, make_config
+from harness.sandbox.local_backend import LocalSandbox
+from harness.scorer.record import Score, Status
+from tests.loop.support import StubScorer, make_config
 
 GOLDEN = Path(__file__).parent / "golden" / "short-run.jsonl"
 # What differs between two runs of the same script on two machines or days.
@@ -37,6 +40,19 @@ def golden_lines(run_dir: Path) -> list[str]:
     return [json.dumps(normalize(e.model_dump(mode="json")), sort_keys=True) for e in read_events(run_dir)]
 
 
+class SourceScorer(StubScorer):
+    """The stub's score of the submission's own source file only (docs shipped with the skeleton,
+    such as API.md, may change without changing the trajectory)."""
+
+    def score(self, path: Path, **kw: object) -> Score:
+        src = Path(path) / "src" / "distance.rs"
+        h = hashlib.sha256(src.read_bytes()).hexdigest()
+        score = super().score(path, **kw)
+        valid = int(h[6], 16) % 4 != 0
+        return score.model_copy(update={"qps": float(100 + int(h[:6], 16) % 900), "valid": valid,
+                                        "status": Status.VALID if valid else Status.INVALID})
+
+
 def test_the_loop_does_what_the_golden_trajectory_says(tmp_path):
     cfg = make_config(tmp_path, episodes=3, **{"budget.max_iterations": 3, "budget.max_tool_calls_per_iteration": 3})
     die = [{"name": "nosuchtool", "arguments": {}}]
@@ -49,7 +65,9 @@ def test_the_loop_does_what_the_golden_trajectory_says(tmp_path):
         [{"name": "bash", "arguments": {"command": "echo same"}}] * 2
         + [{"name": "submit", "arguments": {"message": "third"}}],
     ])
-    run = Run.create(cfg, tmp_path / "run", model=model, **factories())
+    scorer = SourceScorer()
+    run = Run.create(cfg, tmp_path / "run", model=model, sandbox_factory=lambda r: LocalSandbox(r.workspace.path),
+                     scorer_factory=lambda r: scorer)
     run.execute()
     got = golden_lines(run.dir)
     if os.environ.get("STAIRCASE_UPDATE_GOLDEN"):
