@@ -15,9 +15,10 @@ from harness.config import ConfigError, load_config
 from harness.console import emit_json, err, fail, log
 from harness.datasets.store import DatasetError
 from harness.docker_util import EngineUnavailable
+from harness.paths import REPO_ROOT
 from harness.scorer.runner import cpu_model
 from harness.scorer.scorer import BenchmarkScorer
-from harness.scorer.submission import REPO_ROOT, SubmissionError
+from harness.scorer.submission import SubmissionError
 
 app = typer.Typer(help="Benchmarks of the harness itself and of reference points.", no_args_is_help=True)
 app.command("oracle")(oracle_command)

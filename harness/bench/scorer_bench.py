@@ -27,10 +27,10 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from harness.datasets.formats import write_vecs
+from harness.paths import REPO_ROOT
 from harness.scorer.base import Scorer
 from harness.scorer.record import Score
 from harness.scorer.runner import _free_port, build_loadgen_locally
-from harness.scorer.submission import REPO_ROOT
 
 Log = Callable[[str], None]
 

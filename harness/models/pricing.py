@@ -17,10 +17,10 @@ from typing import Any
 import yaml
 
 from harness.models.base import Usage
+from harness.paths import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # A dated snapshot of a listed model: claude-sonnet-4-5-20250929, gpt-4.1-2025-04-14.
 _DATED = re.compile(r"-(\d{8}|\d{4}-\d{2}-\d{2})$")
 

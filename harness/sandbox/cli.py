@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
 from harness.cli_options import Json
 from harness.console import emit_json, fail, log
+from harness.paths import REPO_ROOT
 
 app = typer.Typer(help="The Docker sandbox image (built offline).", no_args_is_help=True)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 Base = Annotated[
     str,
     typer.Option(

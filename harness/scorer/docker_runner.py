@@ -35,9 +35,10 @@ import docker.errors
 
 from harness.config import ScorerConfig
 from harness.docker_util import EngineUnavailable, call_docker, hardened, is_read_timeout
+from harness.paths import REPO_ROOT
 from harness.scorer.record import Hardware
 from harness.scorer.runner import BuildOutcome, LoadgenRun, MeasurementVoid, Server, cpu_model
-from harness.scorer.submission import REPO_ROOT, package_name
+from harness.scorer.submission import package_name
 
 T = TypeVar("T")
 PORT = 8080

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Protocol
 
 from harness.config import ScorerConfig
+from harness.paths import REPO_ROOT
 from harness.scorer.record import Hardware
-from harness.scorer.submission import REPO_ROOT, package_name
+from harness.scorer.submission import package_name
 
 
 @dataclass

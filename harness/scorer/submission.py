@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SKELETON = REPO_ROOT / "skeleton"
+from harness.paths import SKELETON
+
 READ_ONLY = ("src/main.rs", "src/api.rs")
 IGNORED_DIRS = {"target", ".git", "node_modules", "__pycache__"}
 # Crates that implement nearest-neighbour search: using one is not solving the task.
