@@ -7,8 +7,8 @@ from harness.scorer.evaluate import (
     classify_distances,
     fresh_pools,
     identical_results,
-    min_hidden_queries,
     judge_pass,
+    min_hidden_queries,
     repeat_speedup,
 )
 
