@@ -92,6 +92,7 @@ def last_score_text(score: Score | None) -> str:
     keys = ("status", "reason", "qps", "qps_spread", "recall", "p50_ms", "p95_ms", "p99_ms", "phase_seconds",
             "error_counts")
     lines = [f"- {k}: {data.get(k)}" for k in keys if data.get(k) not in (None, {}, [])]
+    lines += [f"- finding: {f}" for f in score.findings]
     tail = score.server_log_tail.strip()
     if tail:
         lines.append("- server log tail:\n```\n" + tail[-3000:] + "\n```")

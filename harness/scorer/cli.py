@@ -51,7 +51,9 @@ def fmt(v: float | None, f: str = "{:,.1f}") -> str:
 def show(s: Score) -> None:
     colour = "green" if s.valid else "red"
     t = Table(show_header=False, title=f"[{colour}]{s.status.value}[/]: {s.reason}", title_justify="left")
-    t.add_row("QPS (median of passes)", fmt(s.qps), "spread (max/min)", fmt(s.qps_spread, "{:.3f}"))
+    source = {"first_pass": "pass 1 only"}.get(str(s.qps_source), "median of passes")
+    confidence = " (low confidence)" if str(s.qps_confidence) == "low" else ""
+    t.add_row(f"QPS ({source}){confidence}", fmt(s.qps), "spread (max/min)", fmt(s.qps_spread, "{:.3f}"))
     t.add_row("recall@10", fmt(s.recall, "{:.4f}"), "floor", f"{s.recall_floor}")
     t.add_row("latency p50/p95/p99 ms", f"{fmt(s.p50_ms, '{:.2f}')} / {fmt(s.p95_ms, '{:.2f}')} / "
               f"{fmt(s.p99_ms, '{:.2f}')}", "queries", str(s.queries))
@@ -60,6 +62,8 @@ def show(s: Score) -> None:
               f"loadgen={s.hardware.loadgen_cpus}")
     t.add_row("tree", s.tree_hash[:16], "cached", str(s.cached))
     err.print(t)
+    for finding in s.findings:
+        err.print(f"finding: {finding}", markup=False, highlight=False)
     if s.status.value not in ("valid", "invalid") and s.server_log_tail:
         err.print("[dim]server log tail:[/]")
         err.print(s.server_log_tail[-2000:], markup=False, highlight=False)
