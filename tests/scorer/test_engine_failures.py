@@ -14,6 +14,7 @@ from harness.scorer.record import Hardware, Status
 from harness.scorer.runner import BuildOutcome, LoadgenRun, MeasurementVoid
 from harness.scorer.scorer import BenchmarkScorer
 from tests.scorer.conftest import quick_scorer_config
+from tests.scorer.simulated import SimulatedServer
 from tests.scorer.submissions import write_stage1
 
 
@@ -21,18 +22,11 @@ class Interrupted(Exception):
     """What a signal handler of the run loop raises in the middle of a scoring."""
 
 
-class FakeServer:
+class FakeServer(SimulatedServer):
+    """A server that counts its stops."""
+
     def __init__(self) -> None:
         self.stopped = 0
-
-    def alive(self) -> bool:
-        return True
-
-    def exit_reason(self) -> str | None:
-        return None
-
-    def log_tail(self, limit: int) -> str:
-        return ""
 
     def stop(self) -> None:
         self.stopped += 1

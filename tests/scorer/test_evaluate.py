@@ -11,6 +11,7 @@ from harness.scorer.evaluate import (
     min_hidden_queries,
     repeat_speedup,
 )
+from tests.scorer.simulated import closed_loop
 
 
 def _setup(k=10):
@@ -100,23 +101,6 @@ def test_min_hidden_queries_is_where_the_pools_reach_the_samples():
             assert fresh_pools(n, passes, fraction) >= 20 > fresh_pools(n - 1, passes, fraction)
 
 
-def _closed_loop(order, cost, concurrency, servers):
-    """Latency of each request of a closed loop (``concurrency`` clients) on ``servers`` FIFO servers."""
-    import heapq
-
-    clients = [0.0] * concurrency
-    free = [0.0] * servers
-    lat = {}
-    for q in order:
-        sent = heapq.heappop(clients)
-        start = max(sent, heapq.heappop(free))
-        done = start + cost(q)
-        heapq.heappush(free, done)
-        heapq.heappush(clients, done)
-        lat[q] = done - sent
-    return lat
-
-
 def _run(seed, nq=300, passes=3, hit=1.0, concurrency=4, servers=1, slow_pass=None):
     """Latencies of a scoring's passes (the scorer's plan: shared queries plus a fresh pool per pass) for a
     server whose queries cost a gamma-distributed time, and ``hit`` times that for answers it remembers."""
@@ -136,8 +120,9 @@ def _run(seed, nq=300, passes=3, hit=1.0, concurrency=4, servers=1, slow_pass=No
         def cost(q, scale=scale, jitter=jitter):
             return scale * jitter[q] * base_cost[q] * (hit if q in seen else 1.0)
 
-        for q, v in _closed_loop(order, cost, concurrency, servers).items():
-            lat[p, q] = v
+        for q, v in closed_loop(order, cost, concurrency, servers).items():
+            if q >= 0:  # -1 is the pass's end
+                lat[p, q] = v
         seen.update(order.tolist())
     return lat, pools, shared
 
