@@ -32,6 +32,13 @@ class Point(BaseModel):
     at: dict[str, float]  # the budget used when this score was recorded, on every axis
     hardware: str = ""
     dataset: str = ""
+    # Paired scoring (issue 14): the ratio to the anchor build with its 95% interval, the anchor's
+    # own QPS in that scoring (the machine's drift), and for a claimed new best its verdict.
+    relative_qps: float | None = None
+    relative_low: float | None = None
+    relative_high: float | None = None
+    anchor_qps: float | None = None
+    verdict: str | None = None  # confirmed | within_noise | None (not a claimed new best, or not checked)
 
 
 class Transition(BaseModel):

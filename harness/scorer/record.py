@@ -36,6 +36,40 @@ class QpsConfidence(StrEnum):
     LOW = "low"  # every pass the QPS comes from was shorter than the scorer's minimum timed pass
 
 
+class Verdict(StrEnum):
+    """A new best valid score, rematched against the incumbent best in paired rounds."""
+
+    CONFIRMED = "confirmed"  # the interval's lower bound is above 1 + the minimum effect
+    WITHIN_NOISE = "within_noise"  # it is not: the step may be the machine's noise
+
+
+class Paired(BaseModel):
+    """Paired, interleaved rounds of this submission against another build on the same server CPUs
+    (each round a short timed pass on each, in a random order): the ratio is this one's QPS over
+    the other's."""
+
+    model_config = ConfigDict(extra="forbid")
+    against: str = Field(description="'anchor', or which build the other side is ('iteration 7', a path)")
+    against_tree: str
+    rounds: int
+    ratio: float = Field(description="median over the rounds of this QPS / the other's")
+    low: float = Field(description="bootstrap 95% interval of the median ratio: low end")
+    high: float
+    qps: list[float] = Field(description="this side's QPS, round by round")
+    other_qps: list[float] = Field(description="the other side's QPS, round by round")
+    seconds: float = Field(description="wall time of the rounds")
+
+
+class StepCheck(BaseModel):
+    """The verdict on a score that claims a new best: its rematch against the incumbent best."""
+
+    model_config = ConfigDict(extra="forbid")
+    verdict: Verdict
+    against_iteration: int | None = None
+    min_effect: float = 0.0
+    paired: Paired
+
+
 class Hardware(BaseModel):
     """Where a score was measured; scores from different fingerprints are not compared silently."""
 
@@ -94,6 +128,10 @@ class Score(BaseModel):
     hardware: Hardware
     scored_at: str
     cached: bool = False
+    # Paired measurement against the anchor build (strict protocol's default): the noise-proof figure.
+    relative_qps: float | None = Field(None, description="QPS relative to the anchor build (median round ratio)")
+    anchor: Paired | None = None
+    step: StepCheck | None = Field(None, description="set by a run when this score claims a new best")
 
     @model_serializer(mode="wrap")
     def _leave_out_unset_additions(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -106,4 +144,4 @@ class Score(BaseModel):
         return data
 
 
-LATER_FIELDS = ("qps_source", "qps_confidence")
+LATER_FIELDS = ("qps_source", "qps_confidence", "relative_qps", "anchor", "step")
