@@ -132,6 +132,11 @@ class Score(BaseModel):
     relative_qps: float | None = Field(None, description="QPS relative to the anchor build (median round ratio)")
     anchor: Paired | None = None
     step: StepCheck | None = Field(None, description="set by a run when this score claims a new best")
+    # Which machine-wide scorer slot measured it, and when (UTC, ISO): on one machine two
+    # measurements never overlap (several runs at once take turns).
+    slot: str | None = None
+    measured_from: str | None = None
+    measured_to: str | None = None
 
     @model_serializer(mode="wrap")
     def _leave_out_unset_additions(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -144,4 +149,5 @@ class Score(BaseModel):
         return data
 
 
-LATER_FIELDS = ("qps_source", "qps_confidence", "relative_qps", "anchor", "step")
+LATER_FIELDS = ("qps_source", "qps_confidence", "relative_qps", "anchor", "step", "slot", "measured_from",
+                "measured_to")
