@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, PrivateAttr
 
 from harness.config import BudgetConfig
-from harness.events import Event, IterationEnd, ModelCall, RunResume, RunStart, ToolCallEvent
+from harness.events import Event, IterationEnd, ModelCall, RunResume, RunStart, ToolCallEvent, Waiting
 
 
 class BudgetExhausted(Exception):
@@ -27,6 +27,8 @@ class Usage(BaseModel):
     cached_input_tokens: int = 0
     dollars: float = 0.0
     active_seconds: float = 0.0
+    # Time spent waiting for the machine's scorer slot (other runs' scorings): not work.
+    waiting_seconds: float = 0.0
     _last_ts: float | None = PrivateAttr(default=None)
 
     @property
@@ -35,7 +37,8 @@ class Usage(BaseModel):
 
     @property
     def hours(self) -> float:
-        return self.active_seconds / 3600
+        """Working hours: active time, less the waits for the machine's scorer slot."""
+        return max(0.0, self.active_seconds - self.waiting_seconds) / 3600
 
     def add_event(self, e: Event) -> None:
         if isinstance(e, ModelCall):
@@ -48,6 +51,8 @@ class Usage(BaseModel):
             self.tool_calls += 1
         elif isinstance(e, IterationEnd):
             self.iterations += 1
+        elif isinstance(e, Waiting) and e.what == "scorer_slot" and e.seconds:
+            self.waiting_seconds += e.seconds
         # Active time: the time between events of one session (a crash's downtime is not counted).
         if self._last_ts is not None and not isinstance(e, RunStart | RunResume):
             self.active_seconds += max(0.0, e.ts - self._last_ts)

@@ -120,10 +120,28 @@ class ScorerConfig(Strict):
     # submission caches answers (see evaluate.repeat_speedup).
     fresh_fraction: float = Field(0.1, ge=0, lt=0.5)
     repeat_gain_limit: float = Field(1.25, gt=1)
+    # Paired rounds (see harness/scorer/paired.py): every valid submission is measured in `pair_rounds`
+    # interleaved rounds against the anchor build on the same server CPUs, and a claimed new best
+    # against the incumbent best too. None: the protocol's default (strict: on; kcores: off, so its
+    # QPS stays the original benchmark's single measurement).
+    paired: bool | None = None
+    pair_rounds: int = Field(10, ge=3)
+    pair_round_s: float = Field(1.0, gt=0)
+    # The anchor: a reference stage (a name under reference/, or a variant) or a crate's path.
+    anchor: str = "stage04-u8-rerank"
+    # A claimed new best is `confirmed` when its rematch's interval is above 1 + min_effect.
+    min_effect: float = Field(0.0, ge=0)
+    # At a run's end, the top K valid submissions are rescored in paired rounds (0: not at all).
+    verify_top_k: int = Field(3, ge=0)
     image: str | None = None
     # How long a scoring waits for an unreachable Docker engine (restarting, upgraded, ...) before
     # it gives up with EngineUnavailable; the run loop then waits and scores again.
     engine_wait_s: float = Field(600.0, ge=0)
+
+    @property
+    def pairing(self) -> bool:
+        """Whether scorings are paired with the anchor (the setting, or the protocol's default)."""
+        return self.paired if self.paired is not None else self.protocol == "strict"
 
     @field_validator("server_cpus", "loadgen_cpus")
     @classmethod
@@ -139,6 +157,9 @@ class RunConfig(Strict):
     """Everything a run needs, resolved from a YAML file and overrides."""
 
     name: str = "run"
+    # What is random in the run (the model's sampling seed where the provider takes one, the scripted
+    # model's path through the reference stages); a sweep runs each configuration under several seeds.
+    seed: int = Field(0, ge=0)
     runs_dir: Path = Path("runs")
     model: ModelConfig = Field(default_factory=ModelConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from harness.models.base import Message
 from harness.models.base import Usage as TokenUsage
-from harness.scorer.record import Score
+from harness.scorer.record import Score, Verification
 
 SCHEMA_VERSION = 2
 
@@ -36,6 +36,8 @@ class EndReason(StrEnum):
     SANDBOX_FAILED = "sandbox_failed"  # the sandbox died more often than the restart limit allows
     RECOVERED = "recovered"  # finished after a crash from what the killed process left
     IMPORTED = "imported"  # an iteration of a run imported from elsewhere (a KCORES entry)
+    AGENT_EXITED = "agent_exited"  # a scaffold's agent ended without submit: the workspace is submitted as it is
+    TIMEOUT = "timeout"  # a scaffold's agent ran past its wall time and was stopped
 
 
 class _Event(BaseModel):
@@ -86,6 +88,25 @@ class ModelCall(_Event):
     attempts: int = 1
 
 
+class GatewayCall(_Event):
+    """A call a scaffold's agent made through the model gateway: the protocol it spoke, what the
+    gateway answered (200, or the refusal: a budget or limit reached), and the file holding the
+    request and the response (``iterations/NNNN/gateway/``). Usage is in the ``model_call`` of the
+    same iteration and turn (none for a refusal)."""
+
+    type: Literal["gateway_call"] = "gateway_call"
+    iteration: int
+    attempt: int = 0
+    turn: int | None = None
+    protocol: Literal["openai", "anthropic"] = "openai"
+    stream: bool = False
+    status: int = 200
+    error: str | None = None
+    tool_calls: int = 0
+    latency_s: float = 0.0
+    record: str | None = None
+
+
 class ToolCallEvent(_Event):
     type: Literal["tool_call"] = "tool_call"
     iteration: int
@@ -116,8 +137,11 @@ class Waiting(_Event):
     """The run waited for something outside it (a retried call ends in a normal event later)."""
 
     type: Literal["waiting"] = "waiting"
-    what: Literal["docker", "model_api"]
+    what: Literal["docker", "model_api", "scorer_slot"]
     detail: str = ""
+    # scorer_slot: how long the scoring waited for the machine's slot, once it held it (counted
+    # apart from the run's working hours).
+    seconds: float | None = None
     iteration: int | None = None
 
 
@@ -169,14 +193,22 @@ class RunEnd(_Event):
     reason: str
 
 
+class Verified(_Event):
+    """The run's top submissions rescored in paired rounds (at its end, or by `staircase verify`)."""
+
+    type: Literal["verified"] = "verified"
+    verification: Verification
+
+
 Event = Annotated[
-    RunStart | RunResume | IterationStart | ModelCall | ToolCallEvent | SandboxRestarted | Waiting
-    | IterationAbandoned | Submission | ScoreEvent | IterationEnd | Stopped | RunEnd,
+    RunStart | RunResume | IterationStart | ModelCall | GatewayCall | ToolCallEvent | SandboxRestarted | Waiting
+    | IterationAbandoned | Submission | ScoreEvent | IterationEnd | Stopped | RunEnd
+    | Verified,
     Field(discriminator="type"),
 ]
-EVENT_TYPES = frozenset({"run_start", "run_resume", "iteration_start", "model_call", "tool_call", "sandbox_restarted",
-                         "waiting", "iteration_abandoned", "submission", "score", "iteration_end", "stopped",
-                         "run_end"})
+EVENT_TYPES = frozenset({"run_start", "run_resume", "iteration_start", "model_call", "gateway_call", "tool_call",
+                         "sandbox_restarted", "waiting", "iteration_abandoned", "submission", "score", "iteration_end",
+                         "stopped", "run_end", "verified"})
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 

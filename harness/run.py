@@ -49,6 +49,7 @@ from harness.events import (
     ScoreEvent,
     Stopped,
     Submission,
+    Verified,
     Waiting,
 )
 from harness.ledger import DiskFull, Ledger, is_disk_full, write_json_atomic, write_text_durable
@@ -57,8 +58,8 @@ from harness.models.base import Model, ModelError
 from harness.models.pricing import price_snapshot
 from harness.models.retry import read_api_key
 from harness.sandbox.base import Sandbox
-from harness.scorer.base import Scorer
-from harness.scorer.record import Score
+from harness.scorer.base import Incumbent, Scorer
+from harness.scorer.record import Score, Verification
 from harness.state import RunState
 from harness.stop import StopRequested, StopSignals
 from harness.workspace import Workspace, submission_tag
@@ -217,11 +218,39 @@ class Run:
         self.scorer = scorer
         with tempfile.TemporaryDirectory(prefix="staircase-sub-") as tmp:
             tree = self.workspace.export(sub.tag, Path(tmp) / "tree")
+            best = self._top(1, Path(tmp))  # a new best is rematched against it
             with self.stop.interruptible():
-                score = scorer.score(tree)  # a measurement the engine's absence voided is redone there
+                # a measurement the engine's absence voided is redone there
+                score = scorer.score(tree, incumbent=best[0] if best else None)
         write_json_atomic(self.ledger.iteration_dir(sub.iteration) / "score.json", score.model_dump(mode="json"))
         self.ledger.append(ScoreEvent(iteration=sub.iteration, score=score))
         return score
+
+    def _top(self, k: int, tmp: Path) -> list[Incumbent]:
+        """The run's k best valid submissions (distinct trees), exported under ``tmp``."""
+        out: list[Incumbent] = []
+        for s in sorted((s for s in self.state.history if s.valid and s.qps), key=lambda s: -(s.qps or 0)):
+            if len(out) == k:
+                break
+            if any(i.tree == s.score.tree_hash for i in out):
+                continue
+            path = self.workspace.export(submission_tag(s.iteration), tmp / f"best-{s.iteration}")
+            out.append(Incumbent(path=path, tree=s.score.tree_hash, qps=s.qps or 0.0, label=f"iteration {s.iteration}",
+                                 iteration=s.iteration))
+        return out
+
+    def verify(self, k: int) -> Verification | None:
+        """Rescore the k best valid submissions in paired rounds; the verification is recorded."""
+        self.scorer = self.scorer or self._scorer_factory(self)
+        with tempfile.TemporaryDirectory(prefix="staircase-verify-") as tmp:
+            top = self._top(k, Path(tmp))
+            if len(top) < 1:
+                return None
+            with self.stop.interruptible():
+                v = self.scorer.verify(top)
+        if v is not None:
+            self.ledger.append(Verified(verification=v))
+        return v
 
     def _finish_interrupted(self) -> None:
         """Complete what a killed process left half done, without redoing finished work."""
@@ -261,6 +290,9 @@ class Run:
 
         return note
 
+    def _slot_waited(self, detail: str, seconds: float | None) -> None:
+        self.ledger.append(Waiting(what="scorer_slot", detail=detail, seconds=seconds))
+
     def _close(self) -> None:
         """Remove the run's containers (whatever ended it) and give up the ledger's lock. With the
         engine gone that cannot be done: the next resume's end removes what is left."""
@@ -284,6 +316,8 @@ class Run:
     # -- the end -----------------------------------------------------------------------------------
 
     def _end(self, reason: str) -> RunSummary:
+        if self.cfg.scorer.pairing and self.cfg.scorer.verify_top_k and self.state.verified is None:
+            self.verify(self.cfg.scorer.verify_top_k)  # the reported best is the verified one
         self.ledger.append(RunEnd(reason=reason))
         self._write_state()
         return self.summary()
@@ -321,4 +355,4 @@ def _docker_scorer(run: Run) -> Scorer:
     from harness.scorer.scorer import BenchmarkScorer
 
     return BenchmarkScorer.from_config(run.cfg, build_cache=run_build_cache(run.dir), labels={RUN_LABEL: run.id},
-                                       on_wait=run._waiting("docker"))
+                                       on_wait=run._waiting("docker"), on_slot_wait=run._slot_waited)

@@ -21,8 +21,9 @@ from harness.events import (
     ScoreEvent,
     Stopped,
     Submission,
+    Verified,
 )
-from harness.scorer.record import Score
+from harness.scorer.record import Score, Verification
 from harness.workspace import START_TAG
 
 
@@ -79,6 +80,7 @@ class RunState:
     end: RunEnd | None = None
     stopped: Stopped | None = None  # the last stop, when no resume came after it
     resumes: int = 0
+    verified: Verification | None = None  # the last verification of the top submissions
 
     @classmethod
     def from_events(cls, events: Iterable[Event]) -> RunState:
@@ -110,6 +112,8 @@ class RunState:
                 self.stopped = e
             case RunEnd():
                 self.end = e
+            case Verified():
+                self.verified = e.verification
 
     @property
     def last_score(self) -> Score | None:

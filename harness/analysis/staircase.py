@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from harness.events import ScoreEvent
 from harness.ledger import read_events
+from harness.scorer.record import Verification
 from harness.state import RunState, best_valid
 
 Axis = Literal["iterations", "tool_calls", "tokens", "dollars", "hours"]
@@ -64,9 +65,19 @@ class Staircase(BaseModel):
     status: str = "running"  # ended, stopped (resumable), running (or killed: no process holds its lock)
     stop_reason: str | None = None
     imported: bool = False
+    verified: Verification | None = None  # the top submissions rescored in paired rounds
 
     def best(self) -> Point | None:
         return best_valid(self.points)
+
+    def verified_best(self) -> Point | None:
+        """The best as the verification found it (highest ratio to the anchor), else ``best()``."""
+        v = self.verified
+        if v is not None and v.best_iteration is not None:
+            for p in self.points:
+                if p.iteration == v.best_iteration:
+                    return p
+        return self.best()
 
 
 def load_staircase(run_dir: Path, *, jump: float | None = None) -> Staircase:
@@ -90,7 +101,11 @@ def load_staircase(run_dir: Path, *, jump: float | None = None) -> Staircase:
                 lines_removed=sub.lines_removed if sub else 0, best_so_far=best,
                 at={"iterations": float(e.iteration), "tool_calls": float(usage.tool_calls),
                     "tokens": float(usage.tokens), "dollars": usage.dollars, "hours": usage.hours},
-                hardware=f"{hw.cpu_model} server={hw.server_cpus} {hw.runner}", dataset=s.dataset))
+                hardware=f"{hw.cpu_model} server={hw.server_cpus} {hw.runner}", dataset=s.dataset,
+                relative_qps=s.relative_qps, relative_low=s.anchor.low if s.anchor else None,
+                relative_high=s.anchor.high if s.anchor else None,
+                anchor_qps=float(np.median(s.anchor.other_qps)) if s.anchor and s.anchor.other_qps else None,
+                verdict=s.step.verdict.value if s.step else None))
     usage, start = state.usage, state.start
     spreads = [p.qps_spread - 1 for p in points if p.valid and p.qps_spread]
     noise = float(np.median(spreads)) if spreads else 0.05
@@ -101,17 +116,23 @@ def load_staircase(run_dir: Path, *, jump: float | None = None) -> Staircase:
                      usage=usage.model_dump() | {"tokens": usage.tokens, "hours": usage.hours},
                      end_reason=state.end.reason if state.end else None, status=state.status,
                      stop_reason=state.stopped.reason if state.stopped else None,
-                     imported=bool(start and start.imported))
+                     imported=bool(start and start.imported), verified=state.verified)
 
 
 def find_transitions(points: list[Point], threshold: float) -> list[Transition]:
     """Iterations where the best valid QPS rose by more than ``threshold`` over the best before it
-    (small gains do not add up to a transition); the first valid score is a transition from nothing."""
+    (small gains do not add up to a transition); the first valid score is a transition from nothing.
+    A rise whose rematch against the incumbent found it ``within_noise`` is never a transition:
+    where steps carry verdicts, only confirmed ones count."""
     out: list[Transition] = []
     prev: float | None = None
     since = 0
     for p in points:
         cur = p.best_so_far
+        if cur is not None and p.verdict == "within_noise" and prev is not None:
+            since += 1
+            prev = cur
+            continue
         if cur is not None and (prev is None or cur > prev * (1 + threshold)):
             out.append(Transition(iteration=p.iteration, from_qps=prev, to_qps=cur,
                                   ratio=round(cur / prev, 3) if prev else None, plateau_iterations=since,

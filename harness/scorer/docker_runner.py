@@ -20,6 +20,7 @@ process left) and is removed whatever ends its phase, an interrupt included.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import shutil
@@ -37,7 +38,7 @@ from harness.config import ScorerConfig
 from harness.docker_util import EngineUnavailable, call_docker, hardened, is_read_timeout
 from harness.paths import REPO_ROOT
 from harness.scorer.record import Hardware
-from harness.scorer.runner import BuildOutcome, LoadgenRun, MeasurementVoid, Server, cpu_model
+from harness.scorer.runner import BuildOutcome, Driver, LoadgenRun, MeasurementVoid, Server, cpu_model
 from harness.scorer.submission import package_name
 
 T = TypeVar("T")
@@ -243,6 +244,20 @@ class DockerRunner:
                                        cpus=self.cfg.loadgen_cpus)
         return LoadgenRun(exit_code=code, timed_out=code is None, output=output[-8000:])
 
+    @contextmanager
+    def driver(self, server: Server, io: Path) -> Iterator[Driver]:
+        """A container idling in the server's network namespace, on the load generator's CPUs,
+        with ``io`` mounted: each pass is an ``exec`` of the load generator in it."""
+        assert isinstance(server, DockerServer)
+        with self._container(
+            "driver", ["sleep", "infinity"], user=_user(),
+            environment={"HOME": "/tmp", "PATH": "/usr/local/bin:/usr/bin:/bin"},
+            volumes={str(io.resolve()): {"bind": "/io", "mode": "rw"}}, tmpfs={"/tmp": "size=64m"}, read_only=True,
+            cpuset_cpus=self.cfg.loadgen_cpus, mem_limit="2g", memswap_limit="2g", pids_limit=256,
+            network_mode=f"container:{server.container.id}", init=True,
+        ) as c:
+            yield _DockerDriver(self, c)
+
     def _netns_run(self, role: str, server: DockerServer, argv: list[str], inputs: dict[str, Path],
                    out_dir: Path | None, timeout_s: float, *, cpus: str) -> tuple[int | None, str]:
         volumes = {str(p.resolve()): {"bind": f"/in/{name}", "mode": "ro"} for name, p in inputs.items()}
@@ -366,6 +381,19 @@ class DockerRunner:
         for c in list(self._live.values()):
             self.remove(c)
         self.client.close()
+
+
+class _DockerDriver:
+    def __init__(self, runner: DockerRunner, container: Any) -> None:
+        self.runner = runner
+        self.container = container
+
+    def run(self, args: list[str], timeout_s: float) -> LoadgenRun:
+        argv = ["timeout", "-s", "KILL", str(math.ceil(timeout_s)), "loadgen"] + [
+            a.replace("{io}", "/io").replace("{addr}", f"127.0.0.1:{PORT}") for a in args]
+        code, out = self.runner.call(lambda: self.container.exec_run(argv, user=_user()))
+        output = bytes(out or b"").decode("utf-8", "replace")
+        return LoadgenRun(exit_code=None if code == 137 else code, timed_out=code == 137, output=output[-8000:])
 
 
 def _union(a: str, b: str) -> str:

@@ -70,6 +70,34 @@ class StepCheck(BaseModel):
     paired: Paired
 
 
+class VerifiedEntry(BaseModel):
+    """One of the top submissions, rescored at a run's end in paired rounds."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: str
+    iteration: int | None = None
+    tree: str
+    qps: float | None = Field(None, description="median of its rounds' QPS")
+    recall: float | None = Field(None, description="the worst round's recall")
+    relative: Paired | None = Field(None, description="against the anchor")
+    problems: list[str] = Field(default_factory=list)
+
+
+class Verification(BaseModel):
+    """The top K valid submissions of a run rescored in paired rounds against each other and the
+    anchor: the run's verified best is the one with the highest ratio to the anchor."""
+
+    model_config = ConfigDict(extra="forbid")
+    entries: list[VerifiedEntry]
+    best: str | None = None  # the label of the verified best
+    best_iteration: int | None = None
+    best_vs_next: Paired | None = Field(None, description="the verified best against the runner-up")
+    told_apart: bool | None = Field(None, description="whether best_vs_next's interval excludes 1")
+    anchor_tree: str = ""
+    rounds: int = 0
+    seconds: float = 0.0
+
+
 class Hardware(BaseModel):
     """Where a score was measured; scores from different fingerprints are not compared silently."""
 

@@ -17,7 +17,8 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -62,6 +63,16 @@ class Server(Protocol):
     def stop(self) -> None: ...
 
 
+class Driver(Protocol):
+    """A load generator that stays ready next to one server, for many short passes (paired rounds):
+    starting one per pass would cost more than the pass."""
+
+    def run(self, args: list[str], timeout_s: float) -> LoadgenRun:
+        """Run the load generator with ``args``; ``{io}`` stands for the driver's folder (writable),
+        ``{addr}`` for the server's address."""
+        ...
+
+
 class Runner(Protocol):
     name: str
 
@@ -77,6 +88,10 @@ class Runner(Protocol):
                 timeout_s: float) -> LoadgenRun:
         """Run the load generator against ``server``. In ``args``, ``{in}`` stands for the folder
         holding ``inputs`` (read-only) and ``{out}`` for ``out_dir`` (writable), as the runner sees them."""
+        ...
+
+    def driver(self, server: Server, io: Path) -> AbstractContextManager[Driver]:
+        """A ``Driver`` for ``server`` whose ``{io}`` is the folder ``io``, released on exit."""
         ...
 
     def close(self) -> None:
@@ -256,6 +271,11 @@ class LocalRunner:
                    timeout_s=timeout_s)
         return LoadgenRun(exit_code=res.returncode, timed_out=res.returncode is None, output=res.output[-8000:])
 
+    @contextmanager
+    def driver(self, server: Server, io: Path) -> Iterator[Driver]:
+        assert isinstance(server, LocalServer)
+        yield _LocalDriver(self, server, io)
+
     def close(self) -> None:
         pass
 
@@ -263,6 +283,19 @@ class LocalRunner:
         if self._loadgen is None:
             self._loadgen = build_loadgen_locally()
         return self._loadgen
+
+
+@dataclass
+class _LocalDriver:
+    runner: LocalRunner
+    server: LocalServer
+    io: Path
+
+    def run(self, args: list[str], timeout_s: float) -> LoadgenRun:
+        argv = [a.replace("{io}", str(self.io)).replace("{addr}", f"127.0.0.1:{self.server.port}") for a in args]
+        res = _run(_taskset(self.runner.loadgen_cpus) + [str(self.runner._loadgen_binary()), *argv], cwd=self.io,
+                   timeout_s=timeout_s)
+        return LoadgenRun(exit_code=res.returncode, timed_out=res.returncode is None, output=res.output[-8000:])
 
 
 def build_loadgen_locally() -> Path:

@@ -6,6 +6,7 @@ one plain sentence, and the harness stays up whatever the submission does.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,6 +24,8 @@ import numpy as np
 from harness.config import RunConfig, ScorerConfig, cpu_count
 from harness.datasets.formats import atomic_write_bytes, write_vecs
 from harness.datasets.store import Dataset, DatasetStore
+from harness.paths import REFERENCE
+from harness.scorer.base import Incumbent
 from harness.scorer.evaluate import (
     MIN_TIMED_PASS_S,
     certified_qps,
@@ -31,9 +34,22 @@ from harness.scorer.evaluate import (
     qps_confidence,
     used_passes,
 )
+from harness.scorer.paired import Contender, Series, Stopwatch, paired, run_rounds
 from harness.scorer.plan import plan_queries
-from harness.scorer.record import PassResult, QpsConfidence, QpsSource, Score, Status
-from harness.scorer.runner import MeasurementVoid, Runner, Server, make_runner
+from harness.scorer.record import (
+    Paired,
+    PassResult,
+    QpsConfidence,
+    QpsSource,
+    Score,
+    Status,
+    StepCheck,
+    Verdict,
+    Verification,
+    VerifiedEntry,
+)
+from harness.scorer.runner import BuildOutcome, MeasurementVoid, Runner, Server, make_runner
+from harness.scorer.slot import iso, scorer_slot, utc_now
 from harness.scorer.submission import check_rules, prepare, tree_hash
 
 Log = Callable[[str], None]
@@ -78,6 +94,14 @@ class Measurement:
     # Strict protocol: each pass's pool of first-time queries and the queries every pass sends.
     fresh: list[np.ndarray] = field(default_factory=list)
     shared: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    # Paired rounds: the ratio to the anchor, and for a claimed new best the rematch's verdict.
+    anchor: Paired | None = None
+    step: StepCheck | None = None
+
+
+class _AnchorFailed(Exception):
+    """The anchor (or an incumbent rebuilt for a rematch) could not be made ready: a harness-side
+    gap, said as a finding; never the submission's failure."""
 
 
 def score_cache_dir() -> Path:
@@ -91,18 +115,28 @@ class BenchmarkScorer:
     ``Scorer`` protocol of ``harness.scorer.base``)."""
 
     def __init__(self, cfg: ScorerConfig, dataset: Dataset, runner: Runner, *, cache_dir: Path | None = None,
-                 log: Log | None = None) -> None:
+                 log: Log | None = None, on_slot_wait: Callable[[str, float | None], None] | None = None) -> None:
+        """``on_slot_wait(detail, seconds)`` is told when a scoring waits for the machine's scorer
+        slot (seconds None), and how long it waited once it holds it."""
         self.cfg = cfg
         self.dataset = dataset
         self.runner = runner
         self.cache_dir = cache_dir
         self.log = log or (lambda _m: None)
+        self.on_slot_wait = on_slot_wait
         self.hardware = runner.hardware()
+        # Paired rounds: the anchor's server, built and loaded once and kept for the scorer's life,
+        # and the incumbent best's server, kept after its scoring for the next claimed step.
+        self._anchor: Contender | None = None
+        self._kept: Contender | None = None
+        self._servers_dir = Path(tempfile.mkdtemp(prefix="staircase-contenders-"))
+        self._rng = np.random.default_rng()
 
     @classmethod
     def from_config(cls, cfg: RunConfig, dataset_name: str | None = None, *, build_cache: str | None = None,
                     labels: dict[str, str] | None = None, log: Log | None = None,
-                    on_wait: Log | None = None) -> BenchmarkScorer:
+                    on_wait: Log | None = None,
+                    on_slot_wait: Callable[[str, float | None], None] | None = None) -> BenchmarkScorer:
         """The scorer a run config asks for: its dataset (or ``dataset_name``), its runner, and the
         shared score cache. ``build_cache`` names a build cache shared by a run's submissions (None:
         every build starts fresh); ``labels`` are added to every container (e.g. the run's id, so
@@ -114,10 +148,16 @@ class BenchmarkScorer:
             log = console_log
         dataset = DatasetStore(cfg.dataset.data_dir).get(dataset_name or cfg.dataset.name)
         runner = make_runner(cfg.scorer, build_cache=build_cache, labels=labels, log=log, on_wait=on_wait)
-        return cls(cfg.scorer, dataset, runner, cache_dir=score_cache_dir(), log=log)
+        return cls(cfg.scorer, dataset, runner, cache_dir=score_cache_dir(), log=log, on_slot_wait=on_slot_wait)
 
     def close(self) -> None:
-        """Close the runner (its engine connection; any container it still has is removed)."""
+        """Stop the kept servers (anchor, incumbent) and close the runner (its engine connection;
+        any container it still has is removed)."""
+        for c in (self._anchor, self._kept):
+            if c is not None:
+                c.server.stop()
+        self._anchor = self._kept = None
+        shutil.rmtree(self._servers_dir, ignore_errors=True)
         self.runner.close()
 
     @property
@@ -133,31 +173,44 @@ class BenchmarkScorer:
                  self.settings_hash, self.hardware.model_dump_json()]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
-    def score(self, path: Path, *, use_cache: bool = True, variant: str = "best") -> Score:
+    def score(self, path: Path, *, use_cache: bool = True, variant: str = "best",
+              incumbent: Incumbent | None = None) -> Score:
         """Score the submission at ``path`` (a crate or a KCORES entry). Raises
         ``harness.docker_util.EngineUnavailable`` when the Docker engine stayed unreachable past
         ``engine_wait_s``: the engine's failure is never recorded as the submission's (the caller
         waits and scores again). A scoring the runner voids (the engine went away while the
-        containers ran and came back) is done again here, up to ``VOID_RETRIES`` times."""
+        containers ran and came back) is done again here, up to ``VOID_RETRIES`` times.
+
+        With pairing on, a valid submission is also measured in paired rounds against the anchor
+        (``relative_qps``); when it beats ``incumbent`` (the run's best so far) it is rematched
+        against it too, and ``step`` holds the verdict. The measurement holds the machine's
+        scorer slot from the build to the last round."""
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="staircase-score-") as tmp:
             work = Path(tmp)
             src = prepare(Path(path), work / "src", variant=variant)  # type: ignore[arg-type]
             tree = tree_hash(src)
             cached = self._cached(tree) if use_cache else None
+            if cached is not None and self.cfg.pairing and incumbent is not None and _claims(cached, incumbent):
+                cached = None  # a claimed step is rematched against the incumbent: that needs its server
             if cached is not None:
                 self.log(f"cached score for tree {tree[:12]}")
                 return cached
             prepared = round(time.monotonic() - t0, 3)
-            for attempt in range(VOID_RETRIES + 1):
-                try:
-                    score = self._score(src, tree, work)
-                    break
-                except MeasurementVoid as e:
-                    if attempt == VOID_RETRIES:
-                        raise
-                    self.log(f"{e}; scoring again")
-                    shutil.rmtree(work / "io", ignore_errors=True)
+            with scorer_slot(on_wait=self._slot_waiting) as held:
+                if held.waited_s > 0.5 and self.on_slot_wait is not None:
+                    self.on_slot_wait(f"held the scorer slot after {held.waited_s:.1f} s", held.waited_s)
+                started = utc_now()
+                for attempt in range(VOID_RETRIES + 1):
+                    try:
+                        score = self._score(src, tree, work, incumbent)
+                        break
+                    except MeasurementVoid as e:
+                        if attempt == VOID_RETRIES:
+                            raise
+                        self.log(f"{e}; scoring again")
+                        shutil.rmtree(work / "io", ignore_errors=True)
+                score.slot, score.measured_from, score.measured_to = held.name, iso(started), iso(utc_now())
         # "total" is the scoring's wall time, from the submission's path to its record (the
         # temporary tree removed): what `staircase bench scorer` splits into work and overhead.
         score.phase_seconds = {"prepare": prepared, **score.phase_seconds,
@@ -165,12 +218,18 @@ class BenchmarkScorer:
         self._store(score)
         return score
 
+    def _slot_waiting(self, detail: str) -> None:
+        self.log(detail)
+        if self.on_slot_wait is not None:
+            self.on_slot_wait(detail, None)
+
     # -- the phases ----------------------------------------------------------------------------
 
-    def _score(self, src: Path, tree: str, work: Path) -> Score:
+    def _score(self, src: Path, tree: str, work: Path, incumbent: Incumbent | None = None) -> Score:
         phases: dict[str, float] = {}
         m = Measurement()
         server: Server | None = None
+        kept = False
         try:
             rules = check_rules(src)
             if rules.violations:
@@ -199,6 +258,11 @@ class BenchmarkScorer:
             self.log("warm-up and timed passes")
             self._query(server, io, phases, m)
             status, reason = self._timed(phases, "judge", lambda: self._judge(io, m))
+            if status == Status.VALID and self.cfg.pairing:
+                self.log("paired rounds")
+                status, reason, kept = self._timed(phases, "paired", lambda: self._pair(
+                    server, tree, io / "rounds", m, incumbent, (status, reason)))
+                # kept: its server runs on as the incumbent, for the next claimed step's rematch
             raise _Stop(status, reason)
         except _Stop as stop:
             if server is not None:
@@ -206,8 +270,8 @@ class BenchmarkScorer:
             return self._record(stop.status, stop.reason, tree, phases, m)
         finally:
             # Whatever ended the scoring (its verdict, an unreachable engine, an interrupt), the
-            # server does not outlive it.
-            if server is not None:
+            # server does not outlive it (unless it is kept as the incumbent).
+            if server is not None and not kept:
                 server.stop()
 
     def _load(self, server: Server, io: Path, phases: dict[str, float]) -> None:
@@ -324,6 +388,215 @@ class BenchmarkScorer:
                                     f"({qps:,.0f} QPS{caveat})")
         return Status.VALID, f"{qps:,.0f} QPS at recall@{k} {recall:.4f}" + (f" ({caveat[2:]})" if caveat else "")
 
+    # -- paired rounds ---------------------------------------------------------------------------
+
+    def _pair(self, server: Server, tree: str, io: Path, m: Measurement, incumbent: Incumbent | None,
+              verdict: tuple[Status, str]) -> tuple[Status, str, bool]:
+        """Rounds of the submission against the anchor (and, when it claims a new best, against the
+        incumbent). Returns the (possibly changed) status and reason, and whether the submission's
+        server is kept as the new incumbent."""
+        qps = certified_qps(m.passes, m.qps_source)
+        me = Contender("submission", tree, server, qps)
+        try:
+            anchor = self._ensure_anchor()
+        except _AnchorFailed as e:
+            m.findings.append(f"no paired rounds: the anchor could not be made ready ({e})")
+            return (*verdict, False)
+        claim = incumbent is None or qps > incumbent.qps
+        rival: Contender | None = None
+        if incumbent is not None and claim:
+            try:
+                rival = self._incumbent(incumbent)
+            except _AnchorFailed as e:
+                m.findings.append(f"the step was not rematched: the incumbent could not be made ready ({e})")
+        clock = Stopwatch()
+        series = self._rounds([me, anchor] + ([rival] if rival else []), io)
+        mine = series[me.label]
+        m.anchor = paired(mine, series[anchor.label], against="anchor", against_tree=anchor.tree,
+                          seconds=clock.seconds, rng=self._rng)
+        if rival is not None and incumbent is not None:
+            p = paired(mine, series[rival.label], against=rival.label, against_tree=rival.tree,
+                       seconds=clock.seconds, rng=self._rng)
+            if p is not None:
+                ok = p.low > 1 + self.cfg.min_effect
+                m.step = StepCheck(verdict=Verdict.CONFIRMED if ok else Verdict.WITHIN_NOISE,
+                                   against_iteration=incumbent.iteration, min_effect=self.cfg.min_effect, paired=p)
+        for c in (anchor, rival):
+            if c is not None and series[c.label].problems:
+                self.log(f"{c.label}: {series[c.label].problems[0]}")
+        status, reason = verdict
+        if not server.alive():
+            self._server_gone(server, "during the paired rounds")
+        if mine.problems:
+            m.findings.append(f"paired rounds: {mine.problems[0]}")
+        worst = min(mine.recall) if mine.recall else None
+        if worst is not None and worst < self.cfg.recall_floor:
+            return (Status.INVALID, f"recall@{self.cfg.top_k} {worst:.4f} in a paired round is below the floor "
+                    f"{self.cfg.recall_floor}", False)
+        if m.anchor is not None:
+            reason += f"; {m.anchor.ratio:.3f}x the anchor [{m.anchor.low:.3f}, {m.anchor.high:.3f}]"
+        if m.step is not None:
+            reason += (f"; step {m.step.verdict.value.replace('_', ' ')}: {m.step.paired.ratio:.3f}x "
+                       f"{m.step.paired.against} [{m.step.paired.low:.3f}, {m.step.paired.high:.3f}]")
+        if not claim:
+            return status, reason, False
+        # The new best's server stays up for the next claimed step's rematch.
+        for c in {id(c): c for c in (self._kept, rival) if c is not None}.values():
+            c.server.stop()
+        self._kept = me
+        me.driver = None
+        return status, reason, True
+
+    def verify(self, entries: list[Incumbent]) -> Verification:
+        """Rescore ``entries`` (a run's top valid submissions) in paired rounds against each other
+        and the anchor, holding the machine's scorer slot. The verified best is the one with the
+        highest median ratio to the anchor; it is matched against the runner-up."""
+        clock = Stopwatch()
+        with scorer_slot(on_wait=self._slot_waiting):
+            anchor = self._ensure_anchor()
+            made: list[Contender] = []
+            contenders: list[Contender] = []
+            try:
+                for e in entries:
+                    if self._kept is not None and self._kept.tree == e.tree and self._kept.server.alive():
+                        self._kept.label = e.label
+                        contenders.append(self._kept)
+                        continue
+                    self.log(f"starting {e.label} for the verification")
+                    c = self._contender(e.label, e.path, cache_binary=False)
+                    made.append(c)
+                    contenders.append(c)
+                io = Path(tempfile.mkdtemp(prefix="verify-", dir=self._servers_dir))
+                series = self._rounds(contenders + [anchor], io)
+            finally:
+                for c in made:
+                    c.server.stop()
+        seconds = clock.seconds
+        out: list[VerifiedEntry] = []
+        for e, c in zip(entries, contenders, strict=True):
+            ser = series[c.label]
+            out.append(VerifiedEntry(
+                label=e.label, iteration=e.iteration, tree=c.tree,
+                qps=round(float(np.median(ser.qps)), 2) if ser.qps else None,
+                recall=round(min(ser.recall), 6) if ser.recall else None,
+                relative=paired(ser, series[anchor.label], against="anchor", against_tree=anchor.tree,
+                                seconds=seconds, rng=self._rng),
+                problems=ser.problems))
+        ranked = sorted((v for v in out if v.relative is not None and not v.problems
+                         and (v.recall or 0) >= self.cfg.recall_floor),
+                        key=lambda v: v.relative.ratio if v.relative else 0, reverse=True)
+        best = ranked[0] if ranked else None
+        vs = None
+        if len(ranked) > 1:
+            vs = paired(series[ranked[0].label], series[ranked[1].label], against=ranked[1].label,
+                        against_tree=ranked[1].tree, seconds=seconds, rng=self._rng)
+        return Verification(entries=out, best=best.label if best else None,
+                            best_iteration=best.iteration if best else None, best_vs_next=vs,
+                            told_apart=(vs.low > 1 or vs.high < 1) if vs else None, anchor_tree=anchor.tree,
+                            rounds=self.cfg.pair_rounds, seconds=round(seconds, 3))
+
+    def _rounds(self, contenders: list[Contender], io: Path) -> dict[str, Series]:
+        io.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            for c in contenders:
+                c.driver = stack.enter_context(self.runner.driver(c.server, io))
+            try:
+                return run_rounds(self.cfg, self.dataset, contenders, io, rounds=self.cfg.pair_rounds, rng=self._rng)
+            finally:
+                for c in contenders:
+                    c.driver = None
+
+    def _ensure_anchor(self) -> Contender:
+        if self._anchor is not None and self._anchor.server.alive():
+            return self._anchor
+        if self._anchor is not None:
+            self.log("the anchor's server is gone: starting it again")
+            self._anchor.server.stop()
+            self._anchor = None
+        path = Path(self.cfg.anchor)
+        if not path.exists():
+            path = REFERENCE / self.cfg.anchor
+        self.log(f"starting the anchor ({self.cfg.anchor})")
+        self._anchor = self._contender("anchor", path, cache_binary=True)
+        return self._anchor
+
+    def _incumbent(self, inc: Incumbent) -> Contender:
+        if self._kept is not None and self._kept.tree == inc.tree and self._kept.server.alive():
+            self._kept.label = inc.label
+            return self._kept
+        self.log(f"starting the incumbent best ({inc.label}) for the rematch")
+        return self._contender(inc.label, inc.path, cache_binary=False)
+
+    def _contender(self, label: str, path: Path, *, cache_binary: bool) -> Contender:
+        """A trusted build (the anchor, or a submission already scored valid) built, started,
+        loaded and warmed; its QPS estimated by one pass."""
+        d = Path(tempfile.mkdtemp(prefix="c-", dir=self._servers_dir))
+        try:
+            src = prepare(path, d / "src")
+        except Exception as e:
+            raise _AnchorFailed(f"{path}: {e}") from None
+        tree = tree_hash(src)
+        build = self._contender_build(src, tree, cache_binary)
+        server = self.runner.start(build)
+        try:
+            if not self.runner.wait_accepting(server, self.cfg.start_timeout_s):
+                raise _AnchorFailed(f"{label}'s server did not start")
+            io = d / "io"
+            io.mkdir()
+            try:
+                self._load(server, io, {})
+            except _Stop as e:
+                raise _AnchorFailed(f"{label}: {e.reason}") from None
+            warm = Contender(label, tree, server, 0.0)
+            series = self._warm(warm, io)
+            if series.problems or not series.qps:
+                raise _AnchorFailed(f"{label}: {(series.problems or ['no answer'])[0]}")
+            warm.qps_hint = float(np.median(series.qps))
+            return warm
+        except BaseException:
+            server.stop()
+            raise
+
+    def _contender_build(self, src: Path, tree: str, cache_binary: bool) -> BuildOutcome:
+        cached = score_cache_dir().parent / "anchors" / f"{tree[:16]}-{self.runner.name}-{_image_key(self.hardware)}"
+        if cache_binary and (cached / "server").is_file():
+            return BuildOutcome(ok=True, timed_out=False, seconds=0.0, log_tail="", binary=cached / "server")
+        build = self.runner.build(src, self.cfg.build_timeout_s)
+        if not build.ok or build.binary is None:
+            raise _AnchorFailed("its build failed: " + _first_error(build.log_tail))
+        if cache_binary:
+            cached.mkdir(parents=True, exist_ok=True)
+            tmp = cached / f"server.{os.getpid()}"
+            shutil.copy2(build.binary, tmp)
+            os.replace(tmp, cached / "server")
+            return BuildOutcome(ok=True, timed_out=False, seconds=build.seconds, log_tail="", binary=cached / "server")
+        return build
+
+    def _warm(self, c: Contender, io: Path) -> Series:
+        """The warm-up (an index built by the first search is built here) and one calibration pass."""
+        plan = plan_queries(self.cfg, self.dataset)
+        write_vecs(io / "warmup.fvecs", plan.warmup)
+        write_vecs(io / "calib.fvecs", plan.queries[: min(len(plan.queries), 2000)])
+        n = min(len(plan.queries), 2000)
+        atomic_write_bytes(io / "calib.u32", np.arange(n, dtype="<u4"))
+        with self.runner.driver(c.server, io) as drv:
+            run = drv.run(["query", "--addr", "{addr}", "--queries", "{io}/calib.fvecs", "--orders", "{io}/calib.u32",
+                           "--passes", "1", "--concurrency", str(self.cfg.concurrency), "--top-k", str(self.cfg.top_k),
+                           "--max-id", str(self.dataset.manifest.n_base), "--pass-time-limit-s", "5",
+                           "--request-timeout-s", str(self.cfg.request_timeout_s),
+                           "--warmup-queries", "{io}/warmup.fvecs", "--warmup-count", str(self.cfg.warmup_queries),
+                           "--warmup-concurrency", "1", "--warmup-time-limit-s", str(self.cfg.warmup_timeout_s),
+                           "--ids-out", "{io}/calib.ids", "--dists-out", "{io}/calib.dists",
+                           "--out", "{io}/calib.json"], timeout_s=self.cfg.warmup_timeout_s + 60)
+        stats = _read_json(io / "calib.json") or {}
+        passes = stats.get("passes") or []
+        s = Series()
+        if passes and passes[0].get("completed"):
+            s.qps.append(float(passes[0]["qps"]))
+        else:
+            s.problems.append(f"the warm-up failed: {run.output[-200:]}")
+        return s
+
     # -- helpers -------------------------------------------------------------------------------
 
     def _server_gone(self, server: Server, when: str) -> None:
@@ -369,6 +642,9 @@ class BenchmarkScorer:
             dataset=self.dataset.name, dataset_sha256=self.dataset.manifest.files["base"].sha256,
             tree_hash=tree, settings_hash=self.settings_hash, hardware=self.hardware,
             scored_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            relative_qps=m.anchor.ratio if m.anchor is not None and status == Status.VALID else None,
+            anchor=m.anchor if status == Status.VALID else None,
+            step=m.step if status == Status.VALID else None,
         )
 
     # -- cache ---------------------------------------------------------------------------------
@@ -389,7 +665,16 @@ class BenchmarkScorer:
         # Harness failures are not the submission's result: never cache them.
         p = self._cache_path(score.tree_hash)
         if p is not None and score.status != Status.ERROR:
-            atomic_write_bytes(p, score.model_dump_json(indent=2).encode())
+            # A step's verdict depends on the run it was scored in: it is not cached with the record.
+            atomic_write_bytes(p, score.model_copy(update={"step": None}).model_dump_json(indent=2).encode())
+
+
+def _claims(score: Score, incumbent: Incumbent) -> bool:
+    return bool(score.valid and score.qps and score.qps > incumbent.qps)
+
+
+def _image_key(hw: Any) -> str:
+    return (hw.image_id or "host").replace("sha256:", "")[:12]
 
 
 def median_or_none(xs: list[float]) -> float | None:

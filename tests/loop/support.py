@@ -22,11 +22,12 @@ from harness.events import Event, IterationEnd, RunEnd, ScoreEvent, Submission
 from harness.ledger import Ledger, read_events
 from harness.run import Run
 from harness.sandbox.local_backend import LocalSandbox
+from harness.scorer.base import Scorer
 from harness.scorer.record import Hardware, Score, Status
 from harness.scorer.submission import tree_hash
 
 
-class StubScorer:
+class StubScorer(Scorer):
     """A score that depends only on the tree: the same tree always gets the same score."""
 
     def __init__(self) -> None:
