@@ -92,6 +92,18 @@ def last_score_text(score: Score | None) -> str:
     keys = ("status", "reason", "qps", "qps_spread", "recall", "p50_ms", "p95_ms", "p99_ms", "phase_seconds",
             "error_counts")
     lines = [f"- {k}: {data.get(k)}" for k in keys if data.get(k) not in (None, {}, [])]
+    if score.anchor is not None:
+        a = score.anchor
+        lines.append(f"- relative to the fixed anchor build, measured in {a.rounds} interleaved rounds on the same "
+                     f"cores: {a.ratio:.3f}x (95% interval {a.low:.3f}-{a.high:.3f}); this ratio, not the raw QPS, "
+                     "is what survives the machine's noise")
+    if score.step is not None:
+        st, sp = score.step, score.step.paired
+        said = ("confirmed: it is faster than the best before it beyond the measurement's noise"
+                if st.verdict.value == "confirmed" else
+                "within noise: the rematch could not tell it from the best before it")
+        lines.append(f"- new best claimed, rematched against {sp.against} in {sp.rounds} paired rounds: "
+                     f"{sp.ratio:.3f}x (95% interval {sp.low:.3f}-{sp.high:.3f}), {said}")
     lines += [f"- finding: {f}" for f in score.findings]
     tail = score.server_log_tail.strip()
     if tail:
