@@ -1,8 +1,10 @@
-"""The staircase report of a run: a PNG and a self-contained HTML page in the run directory."""
+"""The staircase report of a run: a PNG (matplotlib) and a self-contained HTML page in the run directory.
+
+The HTML page draws the same plotly figure as ``staircase view`` (:mod:`harness.analysis.charts`), with
+plotly.js inlined so the file opens anywhere, offline, for sharing a finished run."""
 
 from __future__ import annotations
 
-import base64
 import html
 from pathlib import Path
 
@@ -12,7 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from harness.analysis.staircase import Staircase, best_curve  # noqa: E402
+from harness.analysis.charts import staircase_figure  # noqa: E402
+from harness.analysis.staircase import Point, Staircase, best_curve  # noqa: E402
 
 AXIS_LABEL = {"iterations": "iteration", "tool_calls": "tool calls", "tokens": "tokens", "dollars": "US dollars",
               "hours": "hours (active)"}
@@ -61,12 +64,22 @@ def plot_staircase(sc: Staircase, axis: str, path: Path, recall_floor: float = 0
 def write_report(sc: Staircase, axis: str, out_dir: Path, recall_floor: float = 0.95) -> tuple[Path, Path]:
     png = plot_staircase(sc, axis, out_dir / f"staircase-{axis}.png", recall_floor)
     page = out_dir / "report.html"
-    page.write_text(_html(sc, axis, png, recall_floor))
+    page.write_text(_html(sc, axis, recall_floor))
     return png, page
 
 
-def _html(sc: Staircase, axis: str, png: Path, recall_floor: float) -> str:
-    img = base64.b64encode(png.read_bytes()).decode()
+def relative(p: Point) -> str:
+    """A point's QPS relative to the anchor with its 95% interval, or "-" (not scored in pairs)."""
+    if p.relative_qps is None:
+        return "-"
+    if p.relative_low is None or p.relative_high is None:
+        return f"{p.relative_qps:.3f}x"
+    return f"{p.relative_qps:.3f}x [{p.relative_low:.3f}, {p.relative_high:.3f}]"
+
+
+def _html(sc: Staircase, axis: str, recall_floor: float) -> str:
+    chart = staircase_figure(sc, axis, recall_floor).to_html(include_plotlyjs=True, full_html=False,
+                                                             div_id="staircase", config={"responsive": True})
     e = html.escape
 
     def num(v: float | None, f: str = "{:,.0f}") -> str:
@@ -74,7 +87,8 @@ def _html(sc: Staircase, axis: str, png: Path, recall_floor: float) -> str:
 
     rows = "".join(
         f"<tr class='{'ok' if p.valid else 'bad'}'><td>{p.iteration}</td><td>{e(p.status)}</td><td>{num(p.qps)}</td>"
-        f"<td>{num(p.recall, '{:.4f}')}</td><td>{num(p.best_so_far)}</td><td>+{p.lines_added}/-{p.lines_removed}</td>"
+        f"<td>{num(p.recall, '{:.4f}')}</td><td>{e(relative(p))}</td><td>{e(p.verdict or '')}</td>"
+        f"<td>{num(p.best_so_far)}</td><td>+{p.lines_added}/-{p.lines_removed}</td>"
         f"<td>{e(p.message[:300])}</td></tr>" for p in sc.points)
     trans = "".join(
         f"<tr><td>{t.iteration}</td><td>{num(t.from_qps)}</td><td>{num(t.to_qps)}</td><td>{num(t.ratio, '{:.2f}x')}"
@@ -84,13 +98,14 @@ def _html(sc: Staircase, axis: str, png: Path, recall_floor: float) -> str:
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>staircase: {e(sc.name)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;
 margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}}tr.bad td{{color:#b00}}
-img{{max-width:100%}}</style></head><body>
+</style></head><body>
 <h1>{e(sc.name)}</h1><p>model <b>{e(sc.model)}</b>; run directory <code>{e(sc.run_dir)}</code>; ended:
 {e(sc.end_reason or 'still running or interrupted')}; recall floor {recall_floor}; measured noise
 {sc.noise:.1%} (median QPS max/min over passes); transition threshold {sc.threshold:.0%}.</p>
-<img src="data:image/png;base64,{img}" alt="staircase">
+{chart}
 <h2>Transitions</h2><table><tr><th>iteration</th><th>from QPS</th><th>to QPS</th><th>jump</th>
 <th>plateau (iterations)</th><th>lines changed</th><th>message</th></tr>{trans}</table>
-<h2>Submissions</h2><table><tr><th>iteration</th><th>status</th><th>QPS</th><th>recall@10</th><th>best so far</th>
+<h2>Submissions</h2><table><tr><th>iteration</th><th>status</th><th>QPS</th><th>recall@10</th><th>vs anchor [95%]</th>
+<th>step</th><th>best so far</th>
 <th>diff</th><th>message</th></tr>{rows}</table>
 <h2>Budget used</h2><table>{usage}</table></body></html>"""

@@ -41,7 +41,7 @@ def test_report_and_runs_commands(tmp_path):
     png = run.dir / "staircase-tool_calls.png"
     assert out["png"] == str(png) and png.read_bytes()[:4] == b"\x89PNG"
     page = (run.dir / "report.html").read_text()
-    assert "data:image/png;base64," in page and "version 3" in page
+    assert "Plotly.newPlot" in page and "version 3" in page and "<script src=\"http" not in page
     listing = json.loads(CliRunner().invoke(app, ["runs", str(tmp_path / "runs"), "--json"]).stdout)
     assert listing[0]["run"] == "r1" and listing[0]["iterations"] == 3
     bad = CliRunner().invoke(app, ["report", str(run.dir), "--axis", "parsecs"])
