@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.sandbox.base import SandboxConfig
 
@@ -70,6 +70,28 @@ class AgentConfig(Strict):
     # A sandbox that dies (OOM, killed, engine restart) is made anew; past this many times in one
     # iteration the iteration ends (its workspace is still scored) and the next one starts.
     sandbox_restarts_per_iteration: int = Field(3, ge=0)
+    # The inner loop: the built-in tool loop, or a coding agent run in the sandbox through the model
+    # gateway (see ScaffoldConfig and harness/agent/scaffolds).
+    scaffold: Literal["builtin", "mini-swe-agent", "claude-code", "command"] = "builtin"
+
+
+class ScaffoldConfig(Strict):
+    """A coding agent as the inner loop (``agent.scaffold`` other than builtin). It runs in the
+    sandbox and reaches the run's model only through the harness's gateway, which holds the key,
+    meters every call and enforces the budget."""
+
+    # `command` scaffold: a shell command run in /workspace; it finds the prompt in the file
+    # $STAIRCASE_PROMPT_FILE and the gateway at $OPENAI_BASE_URL / $ANTHROPIC_BASE_URL.
+    command: str | None = None
+    timeout_s: float = Field(3600.0, gt=0)  # wall time of one iteration's agent; past it the agent is stopped
+    max_tokens_per_iteration: int | None = Field(None, gt=0)
+    # The model name the agent is told (the gateway serves the run's model whatever name it asks for).
+    model_alias: str | None = None
+    mini_swe_agent: str = "2.4.6"  # the PyPI version installed in the scaffold image
+    # The npm version of @anthropic-ai/claude-code to install in the scaffold image; None: not installed.
+    claude_code: str | None = None
+    image: str | None = None  # a ready scaffold image; None: built on the sandbox image
+    gateway_port: int = Field(8765, gt=0, lt=65536)  # the gateway's loopback port inside the sandbox
 
 
 class DatasetConfig(Strict):
@@ -167,6 +189,16 @@ class RunConfig(Strict):
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     scorer: ScorerConfig = Field(default_factory=ScorerConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    scaffold: ScaffoldConfig = Field(default_factory=ScaffoldConfig)
+
+    @model_validator(mode="after")
+    def _scaffold_needs(self) -> RunConfig:
+        if self.agent.scaffold == "command" and not self.scaffold.command:
+            raise ValueError("scaffold.command: agent.scaffold is 'command', so the command to run is required")
+        if self.agent.scaffold == "claude-code" and not self.scaffold.claude_code and not self.scaffold.image:
+            raise ValueError("scaffold.claude_code: agent.scaffold is 'claude-code': name the npm version to install "
+                             "(e.g. 'latest') or a ready scaffold.image")
+        return self
 
 
 class ConfigError(ValueError):

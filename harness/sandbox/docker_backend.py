@@ -57,6 +57,7 @@ T = TypeVar("T")
 AGENT_UID = 1000
 CONTAINER_PATH = "/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LABEL = "staircase.sandbox"
+GATEWAY_MOUNT = "/run/staircase"  # where a scaffold's sandbox finds the model gateway's socket
 _POLL_S = 0.25  # how often a silent exec stream checks its deadline
 _WATCHDOG_SLACK_S = 5.0  # after timeout + grace, how long before the harness kills by marker
 _SWEEP_LIMIT_S = 30.0  # how long the marker sweep keeps trying to get a process slot and finish
@@ -182,8 +183,10 @@ class DockerSandbox(Sandbox):
         log_dir: Path | None,
         labels: dict[str, str] | None = None,
         on_wait: Callable[[str], None] | None = None,
+        gateway_dir: Path | None = None,
     ) -> None:
         self._client = client
+        self.gateway_dir = gateway_dir
         self.labels = dict(labels or {})
         self.on_wait = on_wait
         self.workspace = workspace
@@ -210,10 +213,13 @@ class DockerSandbox(Sandbox):
         client: docker.DockerClient | None = None,
         labels: dict[str, str] | None = None,
         on_wait: Callable[[str], None] | None = None,
+        gateway_dir: Path | None = None,
     ) -> DockerSandbox:
         """Start a sandbox on ``workspace`` (a host directory), ``dev_data`` mounted read-only at
         /data/<name>, full outputs of long commands kept in ``log_dir``. ``labels`` are added to the
-        container's; ``on_wait`` is told while the Docker engine is waited for."""
+        container's; ``on_wait`` is told while the Docker engine is waited for. ``gateway_dir``: a
+        host folder holding the model gateway's Unix socket, mounted read-only at /run/staircase (a
+        scaffold's way to its model; the network stays off)."""
         config = config or SandboxConfig()
         workspace = workspace.resolve()
         if not workspace.is_dir():
@@ -229,7 +235,7 @@ class DockerSandbox(Sandbox):
             from harness.sandbox.image import ensure_image  # the build machinery is only needed here
 
             image = ensure_image(REPO_ROOT).tag
-        sandbox = cls(client, workspace, config, image, dict(dev_data or {}), log_dir, labels, on_wait)
+        sandbox = cls(client, workspace, config, image, dict(dev_data or {}), log_dir, labels, on_wait, gateway_dir)
         sandbox._create()
         return sandbox
 
@@ -258,6 +264,8 @@ class DockerSandbox(Sandbox):
             Mount(target=f"{DATA_ROOT}/{name}", source=str(path.resolve()), type="bind", read_only=True)
             for name, path in sorted(self.dev_data.items())
         ]
+        if self.gateway_dir is not None:
+            mounts.append(Mount(target=GATEWAY_MOUNT, source=str(self.gateway_dir), type="bind", read_only=True))
         name = f"staircase-sandbox-{uuid.uuid4().hex[:10]}"
 
         def create() -> Any:

@@ -1,0 +1,214 @@
+"""Scaffolds for real: the scaffold image, the sandbox that reaches the model gateway and nothing
+else, and whole runs driven by a coding agent (a shell-script agent for ``command``; mini-swe-agent
+from PyPI) against a fake OpenAI-compatible provider, scored by the stub scorer."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.agent import scaffolds
+from harness.agent.scaffolds import adapters
+from harness.budget import Budget, Usage
+from harness.config import BudgetConfig, ModelConfig, RunConfig, load_config
+from harness.datasets.sources import generate_dataset
+from harness.datasets.store import DatasetStore
+from harness.events import EndReason, GatewayCall, IterationEnd, ModelCall, RunEnd, ScoreEvent, Submission
+from harness.gateway import Gateway
+from harness.ledger import Ledger, read_events
+from harness.models.openai_model import OpenAIModel
+from harness.models.pricing import PriceTable
+from harness.paths import REPO_ROOT
+from harness.run import Run
+from harness.sandbox import DockerSandbox, SandboxConfig
+from tests.gateway.fakes import FakeOpenAI, Reply, bash
+from tests.loop.support import StubScorer
+from tests.sandbox.test_isolation import _bridge_gateway
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+CANARY = "sk-canary-scaffold-93e1c7a5d0b84f26"
+KEY_ENV = "STAIRCASE_TEST_SCAFFOLD_KEY"
+# The canary split in two, so that a command searching for it does not contain it.
+FIND_CANARY = ("p1=sk-canary-scaffold-; p2=93e1c7a5d0b84f26; pat=$p1$p2; "
+               "hits=$(grep -rlsF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev --exclude-dir=usr "
+               "--exclude-dir=opt -e \"$pat\" / ; cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' "
+               "| grep -cF \"$pat\"); echo \"canary hits: [$hits]\"")
+SHELL_AGENT = (Path(__file__).parent / "shell_agent.sh").read_text()
+STAGE1 = REPO_ROOT / "reference/stage01-brute-force/src"
+
+
+def _config(tmp: Path, fake: FakeOpenAI, scaffold: str, image: str, *sets: str) -> RunConfig:
+    data_dir = tmp / "data"
+    store = DatasetStore(data_dir)
+    if not store.exists("tiny"):
+        generate_dataset(store, "tiny", n=300, queries=10, dev_queries=5, dim=8, seed=1)
+    return load_config(None, [f"dataset.data_dir={data_dir}", "dataset.name=tiny", f"runs_dir={tmp / 'runs'}",
+                              "model.provider=openai", "model.name=fake-model", f"model.base_url={fake.url}/v1",
+                              f"model.api_key_env={KEY_ENV}", "model.max_retries=2", f"agent.scaffold={scaffold}",
+                              f"scaffold.image={image}", "scaffold.timeout_s=240", *sets])
+
+
+def _run(cfg: RunConfig, tmp: Path) -> tuple[Run, Path]:
+    run = Run.create(cfg, tmp / "run", scorer_factory=lambda _run: StubScorer())
+    try:
+        run.execute()
+    finally:
+        runtime = scaffolds._RUNTIMES.get(run)
+        if runtime is not None:
+            runtime.close()
+    return run, tmp / "run"
+
+
+def _assert_clean(run_dir: Path) -> None:
+    for path in run_dir.rglob("*"):
+        if path.is_file() and ".git" not in path.parts and "workspace.git" not in path.parts:
+            assert CANARY.encode() not in path.read_bytes(), path
+
+
+def _asked(fake: FakeOpenAI) -> str:
+    """Everything the agent sent to the provider (what it saw of its commands' outputs)."""
+    return json.dumps(fake.requests)
+
+
+def test_the_sandbox_reaches_the_gateway_and_nothing_else(scaffold_image: str, fake_openai: FakeOpenAI,
+                                                          tmp_path: Path, docker_client, monkeypatch,  # type: ignore[no-untyped-def]
+                                                          capsys) -> None:
+    monkeypatch.setenv(KEY_ENV, CANARY)
+    model = OpenAIModel(ModelConfig(provider="openai", name="fake-model", base_url=f"{fake_openai.url}/v1",
+                                    api_key_env=KEY_ENV), PriceTable({}))
+    ledger = Ledger(tmp_path / "run")
+    gw_dir = tmp_path / "gw"
+    gw_dir.mkdir(mode=0o755)
+    gw_dir.chmod(0o755)
+    gateway = Gateway(model, ledger, Budget(BudgetConfig(max_iterations=None), Usage()),
+                      socket_path=gw_dir / "gateway.sock").start()
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    sb = DockerSandbox.start(workspace, SandboxConfig(image=scaffold_image), gateway_dir=gw_dir)
+    try:
+        gateway.begin(1, 0)
+        fake_openai.replies.append(Reply("hello from the fake provider"))
+        bridge = _bridge_gateway(docker_client)
+        probe = ("curl -sS -m 5 $OPENAI_BASE_URL/chat/completions -H 'content-type: application/json' "
+                 "-d '{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}'; echo; "
+                 "echo interfaces: $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '); "
+                 "(exec 3<>/dev/tcp/10.255.255.1/80) 2>&1 | tail -1; "
+                 f"(exec 3<>/dev/tcp/{bridge}/{fake_openai.port}) 2>&1 | tail -1; "
+                 f"curl -sS -m 5 http://{bridge}:{fake_openai.port}/ 2>&1 | tail -1; "
+                 "getent hosts pypi.org || echo 'no DNS: pypi.org does not resolve'; "
+                 "ls -l /run/staircase; " + FIND_CANARY)
+        env = " ".join(f"{k}={v}" for k, v in adapters.environment(_cfg_for_env(), 1).items())
+        r = sb.exec(f"export {env}; staircase-agent-run bash -c {shlex.quote(probe)}", timeout_s=120)
+        with capsys.disabled():
+            print("\n--- isolation probe (from inside the scaffold sandbox) ---\n" + r.stdout + r.stderr)
+        out = r.stdout
+        answer = json.loads(out.splitlines()[0])
+        assert answer["choices"][0]["message"]["content"] == "hello from the fake provider"
+        assert "interfaces: lo" in out.splitlines()[1]
+        assert out.count("Network is unreachable") >= 2
+        assert "Couldn't connect" in out or "Failed to connect" in out or "unreachable" in out.lower()
+        assert "no DNS" in out
+        assert "canary hits: [0]" in out
+        assert fake_openai.headers[-1]["authorization"] == f"Bearer {CANARY}"  # the key went only upstream
+        assert [e.status for e in read_events(ledger.run_dir) if isinstance(e, GatewayCall)] == [200]
+    finally:
+        sb.stop()
+        gateway.close()
+        ledger.close()
+    _assert_clean(tmp_path / "run")
+
+
+def _cfg_for_env() -> RunConfig:
+    return load_config(None, ["agent.scaffold=command", "scaffold.command=bash"])
+
+
+def test_command_scaffold_runs_iterations_with_a_shell_agent(scaffold_image: str, fake_openai: FakeOpenAI,
+                                                             tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Two iterations by the shell-script agent: edit, submit, scored; the third is cut by the
+    run's budget (model calls) in the middle of its episode (still scored), and the run ends on it."""
+    monkeypatch.setenv(KEY_ENV, CANARY)
+    fake_openai.replies += [
+        Reply("sed -i '1i // iteration 1 was here' src/distance.rs && head -2 src/distance.rs"),
+        Reply("submit 'a comment in distance.rs'"),
+        Reply(FIND_CANARY),
+        Reply("echo '// iteration 2' >> src/db.rs; submit 'a comment in db.rs'"),
+        Reply("echo '// iteration 3, cut short' >> src/db.rs"),
+    ]
+    fake_openai.default = Reply("echo one more step")
+    # The budget: five model calls. The sixth, in iteration 3, is refused and ends that episode.
+    cfg = _config(tmp_path, fake_openai, "command", scaffold_image, f"scaffold.command={json.dumps(SHELL_AGENT)}",
+                  "budget.max_iterations=5", "budget.max_model_calls=5")
+    run, run_dir = _run(cfg, tmp_path)
+    events = list(read_events(run_dir))
+    subs = [e for e in events if isinstance(e, Submission)]
+    assert [s.message for s in subs[:2]] == ["a comment in distance.rs", "a comment in db.rs"]
+    assert [s.reason for s in subs] == ["submitted", "submitted", "budget"]
+    ends = [e for e in events if isinstance(e, IterationEnd)]
+    assert [e.reason for e in ends] == [EndReason.SUBMITTED, EndReason.SUBMITTED, EndReason.BUDGET]
+    assert len([e for e in events if isinstance(e, ScoreEvent)]) == 3
+    assert [e for e in events if isinstance(e, RunEnd)][0].reason.startswith("max_model_calls")
+    ws = run.workspace
+    assert "// iteration 1 was here" in ws.repo.git.show("sub-0001:src/distance.rs")
+    assert ws.repo.git.show("sub-0003:src/db.rs").endswith("// iteration 3, cut short")
+    calls = [e for e in events if isinstance(e, ModelCall)]
+    assert sum(c.usage.input_tokens for c in calls) == fake_openai.input_tokens
+    assert sum(c.usage.output_tokens for c in calls) == fake_openai.output_tokens
+    refused = [e for e in events if isinstance(e, GatewayCall) and e.status != 200]
+    assert any(e.error and e.error.startswith("budget_exhausted") for e in refused)
+    assert "canary hits: [0]" in _asked(fake_openai)
+    assert (run_dir / "iterations/0001/agent-0.log").read_text().startswith("# exit status 0")
+    assert "the gateway refused step 2" in (run_dir / "iterations/0003/agent-0.log").read_text()
+    _assert_clean(run_dir)
+
+
+def test_mini_swe_agent_runs_three_iterations(scaffold_image: str, fake_openai: FakeOpenAI, tmp_path: Path,
+                                              monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """mini-swe-agent, installed from PyPI in the scaffold image, edits src/db.rs, builds, submits,
+    three times; every score lands; the gateway's usage is the provider's count; the key is nowhere."""
+    monkeypatch.setenv(KEY_ENV, CANARY)
+    db, distance = (STAGE1 / "db.rs").read_text(), (STAGE1 / "distance.rs").read_text()
+    write = (f"cat > src/db.rs <<'STAIRCASE_EOF'\n{db}STAIRCASE_EOF\n"
+             f"cat > src/distance.rs <<'STAIRCASE_EOF'\n{distance}STAIRCASE_EOF\n")
+    build = ("CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 "
+             "cargo build --release --offline --target-dir target/quick 2>&1 | tail -3")
+    fake_openai.replies += [
+        bash("grep -n 'todo!' src/db.rs src/distance.rs | head", "THOUGHT: find the stubs."),
+        bash(write, "THOUGHT: a brute-force scan first."),
+        bash(build, "THOUGHT: build it."),
+        bash("submit 'brute force: scan every vector'", "THOUGHT: submit."),
+        bash("sed -i '1i // iteration 2: a note' src/db.rs && " + FIND_CANARY, "THOUGHT: a small change."),
+        bash("submit 'iteration 2: a note'"),
+        bash("sed -i '1i // iteration 3: another note' src/db.rs"),
+        bash("submit 'iteration 3: another note'"),
+    ]
+    cfg = _config(tmp_path, fake_openai, "mini-swe-agent", scaffold_image, "budget.max_iterations=3")
+    t0 = time.monotonic()
+    run, run_dir = _run(cfg, tmp_path)
+    events = list(read_events(run_dir))
+    subs = [e for e in events if isinstance(e, Submission)]
+    with capsys.disabled():
+        print(f"\nmini-swe-agent: 3 iterations in {time.monotonic() - t0:.0f} s; run dir {run_dir}")
+    assert [s.message for s in subs] == ["brute force: scan every vector", "iteration 2: a note",
+                                         "iteration 3: another note"]
+    assert all(s.reason == "submitted" for s in subs)
+    assert len([e for e in events if isinstance(e, ScoreEvent)]) == 3
+    assert "fn search" in run.workspace.repo.git.show("sub-0001:src/db.rs")
+    assert "todo!" not in run.workspace.repo.git.show("sub-0001:src/db.rs")
+    assert "iteration 3: another note" in run.workspace.repo.git.show("sub-0003:src/db.rs")
+    build_output = json.dumps(fake_openai.requests[3]["messages"])
+    assert "Finished" in build_output, build_output[-2000:]
+    calls = [e for e in events if isinstance(e, ModelCall)]
+    assert len(calls) == 8
+    assert sum(c.usage.input_tokens for c in calls) == fake_openai.input_tokens
+    assert sum(c.usage.output_tokens for c in calls) == fake_openai.output_tokens
+    assert fake_openai.requests[0]["tools"][0]["function"]["name"] == "bash"  # mini's own tool, unchanged
+    assert "canary hits: [0]" in _asked(fake_openai)
+    for n in (1, 2, 3):
+        trajectory = json.loads((run_dir / f"iterations/{n:04d}/trajectory-0.json").read_text())
+        assert trajectory["info"]["exit_status"] == "Submitted"
+    _assert_clean(run_dir)
