@@ -181,12 +181,16 @@ class Run:
         start_ref = self.state.last_tag
         if attempt:
             self.workspace.reset_to(start_ref)  # a restarted iteration starts where the last one ended
+        from harness.agent.scaffolds import scaffold_for
+
+        scaffold = scaffold_for(self)  # None: the built-in loop; else a coding agent through the model gateway
         sandbox, task = self._services(n, attempt)
         sandbox.claim_workspace()  # files git wrote belong to us; hand them to the sandbox user
         self.ledger.append(IterationStart(iteration=n, attempt=attempt, start_ref=start_ref))
         self.model.begin_episode(n)
-        episode = Episode(n, attempt, self.model, sandbox, task.tools, self.ledger, self.budget, self.cfg.agent,
-                          self.cfg.model.context_window, self.stop)
+        episode = scaffold.episode(self, n, attempt, sandbox) if scaffold else \
+            Episode(n, attempt, self.model, sandbox, task.tools, self.ledger, self.budget, self.cfg.agent,
+                    self.cfg.model.context_window, self.stop)
         notes = read_notes(self.workspace.path, self.cfg.agent.notes_file)
         end = episode.run(SYSTEM, task.text, iteration_prompt(n, self.state.history, self.state.last_score, notes,
                                                                self.cfg.agent.notes_file))
