@@ -18,6 +18,7 @@ from harness.datasets.cli import app as datasets_app
 from harness.run_cli import demo, resume, run
 from harness.sandbox.cli import app as sandbox_app
 from harness.scorer.cli import score
+from harness.view.cli import view
 
 app = typer.Typer(
     name="staircase",
@@ -38,6 +39,7 @@ app.command("report")(report)
 app.command("runs")(runs)
 app.command("compare")(compare_cmd)
 app.command("replay")(replay)
+app.command("view")(view)
 import_app = typer.Typer(help="Bring runs from elsewhere.", no_args_is_help=True)
 import_app.command("kcores")(import_kcores)
 app.add_typer(import_app, name="import")
