@@ -17,7 +17,8 @@ from harness.console import emit_json, fail
 from harness.datasets.cli import app as datasets_app
 from harness.run_cli import demo, resume, run
 from harness.sandbox.cli import app as sandbox_app
-from harness.scorer.cli import score
+from harness.scorer.cli import score, verify
+from harness.sweep.cli import app as sweep_app
 from harness.view.cli import view
 
 app = typer.Typer(
@@ -31,7 +32,9 @@ app.add_typer(config_app, name="config")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(bench_app, name="bench")
+app.add_typer(sweep_app, name="sweep")
 app.command("score")(score)
+app.command("verify")(verify)
 app.command("run")(run)
 app.command("resume")(resume)
 app.command("demo")(demo)

@@ -124,7 +124,9 @@ class Run:
         return run
 
     @classmethod
-    def open(cls, run_dir: Path, **kw: object) -> Run:
+    def open(cls, run_dir: Path, *, resume: bool = True, **kw: object) -> Run:
+        """Open a run to write it (under its lock). ``resume``: the opening is a resumption of the
+        loop (recorded); False for a one-off writer such as `staircase verify`."""
         path = Path(run_dir) / "config.yaml"
         if not path.is_file():
             raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
@@ -136,7 +138,8 @@ class Run:
         except BaseException:
             ledger.close()
             raise
-        run.ledger.append(RunResume(repaired_bytes=ledger.repaired_bytes, host=platform.node(), pid=os.getpid()))
+        if resume:
+            run.ledger.append(RunResume(repaired_bytes=ledger.repaired_bytes, host=platform.node(), pid=os.getpid()))
         return run
 
     # -- the loop ----------------------------------------------------------------------------------

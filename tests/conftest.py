@@ -17,6 +17,13 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_scorer_slot(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The session's scorings take turns among themselves (and their subprocesses), not with other
+    processes on the machine: a test session is not held up by a long scoring elsewhere."""
+    os.environ.setdefault("STAIRCASE_SLOT_DIR", str(tmp_path_factory.mktemp("slots")))
+
+
 @functools.cache
 def docker_unavailable_reason() -> str | None:
     """None when a Docker engine answers a ping, else why not."""

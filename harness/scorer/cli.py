@@ -60,6 +60,12 @@ def show(s: Score) -> None:
     t.add_row("phases (s)", ", ".join(f"{k} {v:.1f}" for k, v in s.phase_seconds.items()), "protocol", s.protocol)
     t.add_row("hardware", f"{s.hardware.cpu_model}", "runner", f"{s.hardware.runner} server={s.hardware.server_cpus} "
               f"loadgen={s.hardware.loadgen_cpus}")
+    if s.anchor is not None:
+        t.add_row("relative to the anchor", f"{s.anchor.ratio:.3f}x [{s.anchor.low:.3f}, {s.anchor.high:.3f}]",
+                  "rounds", f"{s.anchor.rounds} ({s.anchor.seconds:.1f} s)")
+    if s.step is not None:
+        t.add_row("step", s.step.verdict.value, f"vs {s.step.paired.against}",
+                  f"{s.step.paired.ratio:.3f}x [{s.step.paired.low:.3f}, {s.step.paired.high:.3f}]")
     t.add_row("tree", s.tree_hash[:16], "cached", str(s.cached))
     err.print(t)
     for finding in s.findings:
@@ -67,3 +73,44 @@ def show(s: Score) -> None:
     if s.status.value not in ("valid", "invalid") and s.server_log_tail:
         err.print("[dim]server log tail:[/]")
         err.print(s.server_log_tail[-2000:], markup=False, highlight=False)
+
+
+def verify(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (not running: verification writes to it).")],
+    top: Annotated[int, typer.Option("--top", help="How many of the best valid submissions to rescore.")] = 3,
+    json: Json = False,
+) -> None:
+    """Rescore a run's top valid submissions in paired rounds against each other and the anchor;
+    the verified best (highest ratio to the anchor, with its interval) is recorded in the run."""
+    from harness.ledger import RunLocked
+    from harness.run import Run
+
+    try:
+        run = Run.open(run_dir, resume=False)
+    except (FileNotFoundError, ConfigError, RunLocked) as e:
+        fail(str(e))
+    try:
+        v = run.verify(top)
+    except (DatasetError, EngineUnavailable) as e:
+        fail(str(e))
+    finally:
+        run._close()
+    if v is None:
+        fail(f"{run_dir}: no valid submission to verify")
+    if json:
+        emit_json(v)
+        raise typer.Exit(0)
+    t = Table(title=f"verified: {v.rounds} paired rounds, {v.seconds:.0f} s", title_justify="left")
+    for col in ("submission", "QPS (rounds)", "recall", "x anchor", "95% interval", "problems"):
+        t.add_column(col)
+    for entry in v.entries:
+        r = entry.relative
+        t.add_row(entry.label + (" (best)" if entry.label == v.best else ""), fmt(entry.qps),
+                  fmt(entry.recall, "{:.4f}"), fmt(r.ratio if r else None, "{:.3f}"),
+                  f"[{r.low:.3f}, {r.high:.3f}]" if r else "-", "; ".join(entry.problems) or "")
+    err.print(t)
+    if v.best_vs_next is not None:
+        b = v.best_vs_next
+        err.print(f"{v.best} vs {b.against}: {b.ratio:.3f}x [{b.low:.3f}, {b.high:.3f}]: "
+                  + ("told apart" if v.told_apart else "cannot be told apart at this budget of rounds"))
+    raise typer.Exit(0)

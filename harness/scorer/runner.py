@@ -234,6 +234,7 @@ class LocalRunner:
         def limits() -> None:
             os.setsid()
             resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+            _die_with_parent()
 
         proc = subprocess.Popen(
             _taskset(self.server_cpus) + [str(build.binary)],
@@ -283,6 +284,17 @@ class LocalRunner:
         if self._loadgen is None:
             self._loadgen = build_loadgen_locally()
         return self._loadgen
+
+
+def _die_with_parent() -> None:
+    """In a child before exec: SIGKILL it when the process that started it dies (Linux), so that a
+    killed scorer leaves no server running (the anchor and the incumbent live across scorings)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 @dataclass

@@ -32,6 +32,14 @@ debug = true
 
 # name -> (rename of a stage-1 method, Rust code of an extra impl block or module items)
 VARIANTS: dict[str, tuple[str | None, str]] = {
+    # A well-behaved submission that does every search twice: half as fast, the same answers.
+    "twice_as_slow": ("search", """
+impl VectorDB {
+    pub fn search(&self, v: &[f32], k: u32) -> Vec<SearchResult> {
+        std::hint::black_box(self.exact_search(v, k));
+        self.exact_search(v, k)
+    }
+}"""),
     "abort_on_search": ("search", """
 impl VectorDB {
     pub fn search(&self, _v: &[f32], _k: u32) -> Vec<SearchResult> { std::process::abort() }
