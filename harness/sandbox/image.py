@@ -23,6 +23,7 @@ import docker
 import docker.errors
 from pydantic import BaseModel
 
+from harness.console import log
 from harness.sandbox.offline_base import base_tag as offline_base_tag
 from harness.sandbox.offline_base import cache_dir, ensure_offline_base, host_toolchain, read_packages
 from harness.sandbox.vendor import VendoredCrate, ensure_vendor, format_crate_list
@@ -40,6 +41,41 @@ CONTEXT_DIRS = ("sandbox", "skeleton", "loadgen")
 LABEL = "staircase.sandbox-image"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the classic builder colours a step's stderr
 BUILD_TIMEOUT_S = 3600  # HTTP timeout of the build and import calls (a cold build takes minutes)
+
+
+_STEP = re.compile(r"^Step (\d+/\d+) : (.*)")
+QUIET_S = 20.0  # without a progress callback, a long step is reported at most this often
+
+
+class BuildReporter:
+    """Progress of an image build for a person waiting on it (a fresh machine builds for minutes):
+    every message says the elapsed time, the stage (offline base, vendoring, docker build) and the
+    Dockerfile step. With ``verbose`` every line is passed on; otherwise the stage changes, the
+    steps, and at most one line per :data:`QUIET_S` seconds of a long step."""
+
+    def __init__(self, sink: Progress, verbose: bool, stages: int) -> None:
+        self.sink, self.verbose, self.stages = sink, verbose, stages
+        self.started = self.last = time.monotonic()
+        self.n, self.name, self.step = 0, "", ""
+
+    def _prefix(self) -> str:
+        m, sec = divmod(int(time.monotonic() - self.started), 60)
+        where = f"stage {self.n}/{self.stages} {self.name}" + (f", step {self.step}" if self.step else "")
+        return f"[image build {m:d}:{sec:02d} · {where}]"
+
+    def stage(self, name: str) -> None:
+        self.n, self.name, self.step = self.n + 1, name, ""
+        self.last = time.monotonic()
+        self.sink(f"{self._prefix()} started")
+
+    def __call__(self, line: str) -> None:
+        m = _STEP.match(line)
+        if m:
+            self.step = m.group(1)
+        now = time.monotonic()
+        if self.verbose or m or now - self.last >= QUIET_S:
+            self.last = now
+            self.sink(f"{self._prefix()} {m.group(2) if m else line}"[:300])
 
 
 class ImageBuildError(RuntimeError):
@@ -140,7 +176,6 @@ def build_image(
     imported again and the sandbox layers are built without Docker's layer cache (delete
     ``~/.cache/staircase`` to redo mmdebstrap and ``cargo vendor`` too).
     """
-    say = progress or (lambda _msg: None)
     started = time.monotonic()
     repo_root = repo_root.resolve()
     client = docker_client(BUILD_TIMEOUT_S)
@@ -151,10 +186,16 @@ def build_image(
         except docker.errors.ImageNotFound:
             pass
 
+    # Nothing was found: a build of minutes. Say so, with the stage, step and elapsed time, even to a
+    # caller that passed no progress callback (the demo would otherwise be silent for 8-13 minutes).
+    say = BuildReporter(progress or log, verbose=progress is not None, stages=3)
+    say(f"the sandbox image {tag} is not built yet: building it (minutes on a fresh machine)")
+    say.stage("offline Debian base (mmdebstrap + host toolchain)" if base == "offline" else f"base {PULL_BASE}")
     if base == "offline":
         base_image = ensure_offline_base(client, repo_root / "sandbox/packages.txt", say, force=force)
     else:
         base_image = PULL_BASE
+    say.stage("vendoring crates")
     vendor, crates = ensure_vendor(repo_root, say)
     meta = {
         "inputs_hash": tag.split(":", 1)[1],
@@ -163,6 +204,7 @@ def build_image(
         "vendored_crates": [[c.name, c.versions, c.direct] for c in crates],
     }
     labels = {LABEL: json.dumps(meta, separators=(",", ":"))}
+    say.stage("docker build")
     say(f"building {tag} on {base_image}")
     with tempfile.TemporaryDirectory(prefix="context-", dir=cache_dir()) as tmp:
         _assemble_context(repo_root, vendor, format_crate_list(crates), Path(tmp))
