@@ -18,6 +18,7 @@ from harness.ledger import DiskFull, RunLocked
 from harness.models.base import ModelError
 from harness.paths import CONFIGS
 from harness.run import Run, RunSummary
+from harness.view.cli import view_command
 
 SPARK = "▁▂▃▄▅▆▇█"
 # The demo's dataset (configs/demo.yaml names it): small enough that the whole demo takes a few
@@ -91,6 +92,7 @@ def _execute(make: Callable[[], Run], json: bool, announce: bool = True) -> None
         fail(str(e))
     if announce:
         log(f"run directory: {r.dir}")
+    log(f"watch it in a browser: {view_command(r.dir)}")
     _summary_out(r.execute(), json)
 
 

@@ -127,3 +127,35 @@ def test_import_kcores_entry_then_report_and_compare(tmp_path):
     assert any("different hardware" in w for w in cmp_["warnings"])
     again = CliRunner().invoke(app, ["import", "kcores", str(entry), "--runs-dir", str(tmp_path / "runs")])
     assert again.exit_code == 2 and "already holds a run" in again.output
+
+
+def test_run_prints_the_view_command_for_its_run(tmp_path, capsys):
+    from harness.run_cli import _execute
+
+    run_dir = tmp_path / "runs" / "watched"
+    _execute(lambda: Run.create(make_config(tmp_path, episodes=1), run_dir, **factories()), json=True)
+    err = capsys.readouterr().err
+    assert f"staircase view {run_dir}" in " ".join(err.split())
+
+
+def test_charts_draw_verdicts_and_the_anchor_only_when_recorded():
+    from harness.analysis.charts import ANCHOR, CONFIRMED, INVALID, VALID, WITHIN_NOISE, staircase_figure
+    from harness.analysis.staircase import Staircase
+
+    def sc(points):
+        return Staircase(run_dir="r", name="r", model="m", points=points, transitions=find_transitions(points, 0.05),
+                         noise=0.02, threshold=0.05, usage={}, end_reason=None)
+
+    old = [_pt(1, 100), _pt(2, 50, valid=False), _pt(3, 200)]
+    for p, best in zip(old, [100, 100, 200], strict=True):
+        p.best_so_far = best
+    names = [t.name for t in staircase_figure(sc(old)).data]
+    assert VALID in names and INVALID in names and CONFIRMED not in names and ANCHOR not in names
+    paired = [p.model_copy(update={"relative_qps": (p.qps or 0) / 90, "relative_low": 0.9, "relative_high": 1.2,
+                                   "anchor_qps": 90.0 + p.iteration}) for p in old]
+    paired[0].verdict, paired[2].verdict = "confirmed", "within_noise"
+    fig = staircase_figure(sc(paired))
+    by_name = {t.name: t for t in fig.data}
+    assert list(by_name[CONFIRMED].customdata) == [1] and list(by_name[WITHIN_NOISE].customdata) == [3]
+    assert by_name[WITHIN_NOISE].marker.symbol == "diamond-open" and by_name[CONFIRMED].marker.symbol == "diamond"
+    assert list(by_name[ANCHOR].y) == [91.0, 92.0, 93.0]
