@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from harness.agent.scaffolds.cli import app as scaffold_app
 from harness.analysis.cli import compare_cmd, report, runs
 from harness.analysis.kcores_import import import_kcores
 from harness.analysis.replay import replay
@@ -33,6 +34,7 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(bench_app, name="bench")
 app.add_typer(sweep_app, name="sweep")
+app.add_typer(scaffold_app, name="scaffold")
 app.command("score")(score)
 app.command("verify")(verify)
 app.command("run")(run)
