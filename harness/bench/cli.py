@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -98,3 +99,72 @@ def show(report: sb.ScorerBenchReport) -> None:
         met = "-" if r.met is None else ("[green]yes[/]" if r.met else "[red]no[/]")
         t.add_row(r.name, fig, r.target, met, r.detail)
     err.print(t)
+
+
+@app.command("noise")
+def noise_cmd(
+    dataset: Annotated[str, typer.Option(help="Dataset for the scorings (the issue's figures use gen-1m).")] = "gen-1m",
+    submission: Annotated[Path, typer.Option(help="The submission rescored.")] = (
+        REPO_ROOT / "reference" / "stage05-two-level"),
+    rescorings: Annotated[int, typer.Option(min=2, help="Rescorings per case.")] = 5,
+    tries: Annotated[int, typer.Option(min=1, help="Tries of each paired match.")] = 5,
+    slowdown: Annotated[float, typer.Option(min=0.0, help="The slowed copy's extra busy time per search, as a "
+                                            "share of the search's own time.")] = 0.12,
+    only: Annotated[str, typer.Option(help="Comma-separated: quiet,neighbour,step,self.")] = (
+        "quiet,neighbour,step,self"),
+    config: ConfigFile = None,
+    set_: Sets = None,
+    json: Json = False,
+) -> None:
+    """Rescore one submission on the quiet machine and under changing neighbours (raw vs relative
+    QPS max/min); match it in paired rounds against a slowed copy and against itself."""
+    from harness.bench import noise as nb
+
+    parts = [w.strip() for w in only.split(",") if w.strip()]
+    if not parts or set(parts) - {"quiet", "neighbour", "step", "self"}:
+        fail(f"--only: choose among quiet, neighbour, step, self (got {only!r})")
+    try:
+        cfg = load_config(config, ["scorer.paired=true", *(set_ or [])])
+        scorer = BenchmarkScorer.from_config(cfg, dataset, build_cache="bench-noise")
+    except (ConfigError, DatasetError, EngineUnavailable) as e:
+        fail(str(e))
+    s = cfg.scorer
+    report = nb.NoiseReport(dataset=dataset, n_base=scorer.dataset.manifest.n_base, submission=str(submission),
+                            slowed_by=slowdown, anchor=s.anchor, rounds=s.pair_rounds, round_s=s.pair_round_s,
+                            server_cpus=s.server_cpus)
+    try:
+        with tempfile.TemporaryDirectory(prefix="staircase-noise-") as tmp:
+            slowed = nb.slowed_copy(submission, Path(tmp) / "slowed", slowdown)
+            for case in ("quiet", "neighbour"):
+                if case in parts:
+                    report.cases.append(nb.rescore(scorer, submission, rescorings, case, log))
+            if "step" in parts:
+                report.matches.append(nb.match(scorer, submission, slowed, tries, f"{slowdown:.0%} slower copy", log))
+            if "self" in parts:
+                report.matches.append(nb.match(scorer, submission, submission, tries, "self", log))
+    except (SubmissionError, EngineUnavailable, RuntimeError, ValueError) as e:
+        fail(str(e))
+    finally:
+        scorer.close()
+    shares = [p / t for c in report.cases for p, t in zip(c.paired_s, c.total_s, strict=True) if t > 0]
+    report.pairing_share = round(float(sorted(shares)[len(shares) // 2]), 4) if shares else None
+    if json:
+        emit_json(report)
+        raise typer.Exit(0)
+    t = Table(title=f"noise on {dataset} ({report.n_base:,} vectors), {report.rounds} rounds of "
+                    f"{report.round_s:g} s against {report.anchor}", title_justify="left")
+    for col in ("case", "raw QPS", "raw max/min", "relative QPS", "relative max/min", "neighbours"):
+        t.add_column(col)
+    for c in report.cases:
+        t.add_row(c.case, ", ".join(f"{q:,.0f}" for q in c.raw_qps), f"{c.raw_max_min or 0:.3f}",
+                  ", ".join(f"{r:.3f}" for r in c.relative_qps), f"{c.relative_max_min or 0:.3f}",
+                  "; ".join(c.neighbours))
+    err.print(t)
+    for m in report.matches:
+        n_conf = m.verdicts.count("confirmed")
+        err.print(f"{m.kind}: {n_conf} of {len(m.verdicts)} confirmed, {len(m.verdicts) - n_conf} within noise; "
+                  "A/B " + ", ".join(f"{r:.3f} [{lo:.3f}, {hi:.3f}]" for r, lo, hi in zip(m.ratios, m.lows, m.highs,
+                                                                                   strict=True)))
+    if report.pairing_share is not None:
+        err.print(f"pairing cost: {report.pairing_share:.1%} of a scoring's wall time (median)")
+    raise typer.Exit(0)

@@ -14,7 +14,7 @@ from harness.analysis.staircase import load_staircase
 from harness.config import load_config
 from harness.datasets.sources import generate_dataset
 from harness.datasets.store import DatasetStore
-from harness.events import ScoreEvent, ToolCallEvent
+from harness.events import ScoreEvent, ToolCallEvent, Verified
 from harness.ledger import read_events
 from harness.reference import reference_stages, stage_files
 from harness.run import Run
@@ -53,6 +53,19 @@ def test_reference_trajectory_runs_in_the_sandbox_and_is_scored_in_containers(
     for n, stage in enumerate(stages, start=1):
         tree = run.workspace.repo.git.show(f"sub-{n:04d}:src/db.rs")
         assert tree == stage_files(stage)["src/db.rs"].rstrip("\n")
+
+    # Paired rounds in containers (the load generator exec'd next to each server): every valid
+    # score has its ratio to the anchor; the second, claiming a new best over the first, was
+    # rematched against it; at the end the two were verified against each other and the anchor.
+    for s in scores:
+        assert s.anchor is not None and s.relative_qps == s.anchor.ratio and s.anchor.rounds == 6, s.reason
+        assert s.anchor.low <= s.anchor.ratio <= s.anchor.high and s.slot and s.measured_from
+    if (scores[1].qps or 0) > (scores[0].qps or 0):
+        step = scores[1].step
+        assert step is not None and step.against_iteration == 1 and step.paired.against == "iteration 1"
+    verified = [e for e in events if isinstance(e, Verified)]
+    assert len(verified) == 1 and {x.iteration for x in verified[0].verification.entries} == {1, 2}
+    assert all(x.recall == 1.0 and x.relative is not None for x in verified[0].verification.entries)
 
     png, page = write_report(load_staircase(run.dir), "iterations", run.dir)
     assert png.stat().st_size > 10_000 and "Stage 2" in page.read_text()
