@@ -40,13 +40,14 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from harness.budget import Budget, BudgetExhausted
-from harness.events import EndReason, GatewayCall, ModelCall
+from harness.events import EndReason, GatewayCall, ModelCall, ToolCallEvent
 from harness.gateway import wire_anthropic, wire_openai
 from harness.gateway.errors import BadRequest, GatewayRefusal
 from harness.ledger import Ledger, write_json_atomic
-from harness.models.base import Model, ModelError, ModelExhausted, ModelResponse
+from harness.models.base import Message, Model, ModelError, ModelExhausted, ModelResponse, ToolCall
 
 Protocol = Literal["openai", "anthropic"]
+OUTPUT_HEAD = OUTPUT_TAIL = 6000  # of a tool result, in its tool_call event (the record file has it whole)
 
 
 @dataclass
@@ -65,6 +66,8 @@ class Session:
     detail: str = ""
     error: ModelError | None = None  # the provider gave up: the run stops (resumably), as in the built-in loop
     started: float = field(default_factory=time.monotonic)
+    # Tool calls the model asked for whose results have not come back yet: call id -> (turn, call).
+    pending: dict[str, tuple[int, ToolCall]] = field(default_factory=dict)
 
     def over(self, reason: EndReason, detail: str, message: str = "") -> None:
         if self.end is None:
@@ -137,10 +140,19 @@ class Gateway:
             return self.session
 
     def finish(self) -> Session | None:
-        """The episode is over: later calls are refused until the next ``begin``."""
-        with self._lock:
-            session, self.session = self.session, None
-            return session
+        """The episode is over: later calls are refused until the next ``begin``. Tool calls whose
+        results never came back (the agent's last ones: ``submit``...) are recorded as such. A call
+        still in flight (a provider that hangs) is not waited for: it records itself when it ends."""
+        session, self.session = self.session, None
+        if session is not None and self._lock.acquire(timeout=5):
+            try:
+                for turn, call in session.pending.values():
+                    self._tool_event(session, turn, call, "(no result came back through the gateway: the agent "
+                                                          "ended, or did not report it)", None)
+                session.pending.clear()
+            finally:
+                self._lock.release()
+        return session
 
     # -- the two protocols -------------------------------------------------------------------------
 
@@ -186,6 +198,7 @@ class Gateway:
                 self._check_limits(session)
                 parse = wire_openai.parse_request if protocol == "openai" else wire_anthropic.parse_request
                 messages, tools = parse(body)
+                self._tool_results(session, messages)
                 turn = session.calls
                 session.calls += 1
                 try:
@@ -206,6 +219,7 @@ class Gateway:
                                          latency_s=round(resp.latency_s, 3), stop_reason=resp.stop_reason,
                                          model=resp.model, attempts=resp.attempts))
             session.actions += max(1, len(resp.message.tool_calls))
+            session.pending.update((c.id, (turn, c)) for c in resp.message.tool_calls)
             session.tokens += resp.usage.total
             record = self._write_record(session, turn, protocol, body, {"id": call_id, **resp.model_dump()})
             self.ledger.append(GatewayCall(iteration=session.iteration, attempt=session.attempt, turn=turn,
@@ -213,6 +227,24 @@ class Gateway:
                                            tool_calls=len(resp.message.tool_calls), record=record,
                                            latency_s=round(time.monotonic() - t0, 3)))
             return resp, call_id
+
+    def _tool_results(self, session: Session, messages: list[Message]) -> None:
+        """The results of the model's tool calls, as the agent sends them back with its next call:
+        each becomes a ``tool_call`` event (so tool-call budgets, transcripts and replays see them)."""
+        for m in messages:
+            if m.role == "tool" and m.tool_call_id in session.pending:
+                turn, call = session.pending.pop(m.tool_call_id)
+                self._tool_event(session, turn, call, m.content, f"iterations/{session.iteration:04d}/gateway/"
+                                                                 f"{session.attempt}-{session.calls:04d}.json")
+
+    def _tool_event(self, session: Session, turn: int, call: ToolCall, output: str, full: str | None) -> None:
+        cut = len(output) > OUTPUT_HEAD + OUTPUT_TAIL
+        shown = (f"{output[:OUTPUT_HEAD]}\n[... {len(output) - OUTPUT_HEAD - OUTPUT_TAIL} characters cut; the full "
+                 f"output is in the gateway's record ...]\n{output[-OUTPUT_TAIL:]}") if cut else output
+        self.ledger.append(ToolCallEvent(iteration=session.iteration, attempt=session.attempt, turn=turn,
+                                         call_id=call.id, name=call.name, arguments=call.arguments,
+                                         is_error=output.startswith("[error]"), output=shown,
+                                         full_output=full if cut else None))
 
     def _check_limits(self, session: Session) -> None:
         try:

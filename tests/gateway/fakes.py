@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
 from starlette.applications import Starlette
@@ -67,7 +67,7 @@ class FakeServer:
     def app(self) -> Starlette:
         raise NotImplementedError
 
-    def start(self) -> FakeServer:
+    def start(self) -> Self:
         server = uvicorn.Server(uvicorn.Config(self.app(), host="127.0.0.1", port=0, log_level="warning",
                                                lifespan="off"))
         threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True).start()

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import openai
@@ -17,7 +18,7 @@ import pytest
 
 from harness.budget import Budget, Usage
 from harness.config import BudgetConfig, ModelConfig
-from harness.events import EndReason, GatewayCall, ModelCall
+from harness.events import EndReason, GatewayCall, ModelCall, ToolCallEvent
 from harness.gateway import Gateway
 from harness.ledger import Ledger, read_events
 from harness.models.anthropic_model import AnthropicModel
@@ -139,7 +140,7 @@ def test_anthropic_client_against_openai_provider_with_tools(via_openai: Harness
     before = (fake_openai.input_tokens, fake_openai.output_tokens)
     fake_openai.replies += [Reply("Let me look.", [("bash", {"command": "ls src"})]), Reply("Done: it is a skeleton.")]
     client = _anthropic_client(h)
-    tools = [{"name": "bash", "description": "run a shell command", "input_schema": BASH}]
+    tools: list[Any] = [{"name": "bash", "description": "run a shell command", "input_schema": BASH}]
     first = client.messages.create(model="claude-anything", max_tokens=1000, system="You are terse.", tools=tools,
                                    messages=[{"role": "user", "content": "What is in src?"}])
     assert first.stop_reason == "tool_use"
@@ -152,11 +153,12 @@ def test_anthropic_client_against_openai_provider_with_tools(via_openai: Harness
     assert sent["tools"][0]["function"]["name"] == "bash"
     assert sent["model"] == "fake-model"  # the run's model, whatever the agent asked for
     assert first.model == "claude-anything"
-    with client.messages.stream(model="claude-anything", max_tokens=1000, tools=tools, messages=[
+    turns: list[Any] = [
         {"role": "user", "content": "What is in src?"},
         {"role": "assistant", "content": [b.model_dump() for b in first.content]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "db.rs main.rs"}]},
-    ]) as stream:
+    ]
+    with client.messages.stream(model="claude-anything", max_tokens=1000, tools=tools, messages=turns) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text == "Done: it is a skeleton." and final.stop_reason == "end_turn"
@@ -166,10 +168,25 @@ def test_anthropic_client_against_openai_provider_with_tools(via_openai: Harness
     assert sent[2] == {"role": "tool", "tool_call_id": use.id, "content": "db.rs main.rs"}
     # Anthropic's input_tokens leave cache reads out: the client sees the provider's count split so.
     calls = h.events(ModelCall)
-    assert final.usage.input_tokens + final.usage.cache_read_input_tokens == calls[-1].usage.input_tokens
+    assert final.usage.input_tokens + (final.usage.cache_read_input_tokens or 0) == calls[-1].usage.input_tokens
     assert final.usage.cache_read_input_tokens == 3 and final.usage.output_tokens == calls[-1].usage.output_tokens
     _assert_metered(h, fake_openai, before, 2)
     assert [e.turn for e in calls] == [0, 1] and all(e.iteration == 1 for e in calls)
+    # The tool's result came back with the second call: a tool_call event, as the built-in loop writes.
+    (tool,) = h.events(ToolCallEvent)
+    assert (tool.turn, tool.call_id, tool.name, tool.output) == (0, use.id, "bash", "db.rs main.rs")
+    assert json.loads(tool.arguments) == {"command": "ls src"} and h.usage.tool_calls == 1
+
+
+def test_tool_calls_without_results_are_recorded_at_the_end(via_openai: Harness, fake_openai: FakeOpenAI) -> None:
+    h = via_openai
+    h.gateway.begin(1, 0)
+    fake_openai.replies += [Reply("", [("submit", {"message": "done"})])]
+    _openai_client(h).chat.completions.create(model="m", messages=[{"role": "user", "content": "go"}])
+    assert h.events(ToolCallEvent) == []
+    h.gateway.finish()
+    (tool,) = h.events(ToolCallEvent)
+    assert tool.name == "submit" and "no result came back" in tool.output
 
 
 def test_openai_client_against_anthropic_provider_with_tools(via_anthropic: Harness,
@@ -204,7 +221,8 @@ def test_openai_client_against_anthropic_provider_with_tools(via_anthropic: Harn
     assert turns[2]["content"][0]["type"] == "tool_result" and turns[2]["content"][0]["tool_use_id"] == call.id
     calls = h.events(ModelCall)
     assert usage is not None and usage.prompt_tokens == calls[0].usage.input_tokens
-    assert second.usage is not None and second.usage.prompt_tokens_details.cached_tokens == 2
+    details = second.usage.prompt_tokens_details if second.usage else None
+    assert details is not None and details.cached_tokens == 2
     _assert_metered(h, fake_anthropic, before, 2)
 
 

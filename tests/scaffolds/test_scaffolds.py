@@ -17,29 +17,31 @@ from harness.budget import Budget, Usage
 from harness.config import BudgetConfig, ModelConfig, RunConfig, load_config
 from harness.datasets.sources import generate_dataset
 from harness.datasets.store import DatasetStore
-from harness.events import EndReason, GatewayCall, IterationEnd, ModelCall, RunEnd, ScoreEvent, Submission
+from harness.events import (
+    EndReason,
+    GatewayCall,
+    IterationEnd,
+    ModelCall,
+    RunEnd,
+    ScoreEvent,
+    Submission,
+    ToolCallEvent,
+)
 from harness.gateway import Gateway
 from harness.ledger import Ledger, read_events
 from harness.models.openai_model import OpenAIModel
 from harness.models.pricing import PriceTable
-from harness.paths import REPO_ROOT
 from harness.run import Run
 from harness.sandbox import DockerSandbox, SandboxConfig
-from tests.gateway.fakes import FakeOpenAI, Reply, bash
+from tests.gateway.fakes import FakeOpenAI, Reply
 from tests.loop.support import StubScorer
 from tests.sandbox.test_isolation import _bridge_gateway
+from tests.scaffolds.scripts import CANARY, FIND_CANARY, mini_three_iterations
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-CANARY = "sk-canary-scaffold-93e1c7a5d0b84f26"
 KEY_ENV = "STAIRCASE_TEST_SCAFFOLD_KEY"
-# The canary split in two, so that a command searching for it does not contain it.
-FIND_CANARY = ("p1=sk-canary-scaffold-; p2=93e1c7a5d0b84f26; pat=$p1$p2; "
-               "hits=$(grep -rlsF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev --exclude-dir=usr "
-               "--exclude-dir=opt -e \"$pat\" / ; cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' "
-               "| grep -cF \"$pat\"); echo \"canary hits: [$hits]\"")
 SHELL_AGENT = (Path(__file__).parent / "shell_agent.sh").read_text()
-STAGE1 = REPO_ROOT / "reference/stage01-brute-force/src"
 
 
 def _config(tmp: Path, fake: FakeOpenAI, scaffold: str, image: str, *sets: str) -> RunConfig:
@@ -171,21 +173,7 @@ def test_mini_swe_agent_runs_three_iterations(scaffold_image: str, fake_openai: 
     """mini-swe-agent, installed from PyPI in the scaffold image, edits src/db.rs, builds, submits,
     three times; every score lands; the gateway's usage is the provider's count; the key is nowhere."""
     monkeypatch.setenv(KEY_ENV, CANARY)
-    db, distance = (STAGE1 / "db.rs").read_text(), (STAGE1 / "distance.rs").read_text()
-    write = (f"cat > src/db.rs <<'STAIRCASE_EOF'\n{db}STAIRCASE_EOF\n"
-             f"cat > src/distance.rs <<'STAIRCASE_EOF'\n{distance}STAIRCASE_EOF\n")
-    build = ("CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 "
-             "cargo build --release --offline --target-dir target/quick 2>&1 | tail -3")
-    fake_openai.replies += [
-        bash("grep -n 'todo!' src/db.rs src/distance.rs | head", "THOUGHT: find the stubs."),
-        bash(write, "THOUGHT: a brute-force scan first."),
-        bash(build, "THOUGHT: build it."),
-        bash("submit 'brute force: scan every vector'", "THOUGHT: submit."),
-        bash("sed -i '1i // iteration 2: a note' src/db.rs && " + FIND_CANARY, "THOUGHT: a small change."),
-        bash("submit 'iteration 2: a note'"),
-        bash("sed -i '1i // iteration 3: another note' src/db.rs"),
-        bash("submit 'iteration 3: another note'"),
-    ]
+    fake_openai.replies += mini_three_iterations()
     cfg = _config(tmp_path, fake_openai, "mini-swe-agent", scaffold_image, "budget.max_iterations=3")
     t0 = time.monotonic()
     run, run_dir = _run(cfg, tmp_path)
@@ -204,6 +192,10 @@ def test_mini_swe_agent_runs_three_iterations(scaffold_image: str, fake_openai: 
     assert "Finished" in build_output, build_output[-2000:]
     calls = [e for e in events if isinstance(e, ModelCall)]
     assert len(calls) == 8
+    # Each bash call's output came back through the gateway (the last, submit, ended the agent).
+    tools = [e for e in events if isinstance(e, ToolCallEvent)]
+    assert [t.name for t in tools] == ["bash"] * 8 and "Finished" in tools[2].output
+    assert "no result came back" in tools[3].output
     assert sum(c.usage.input_tokens for c in calls) == fake_openai.input_tokens
     assert sum(c.usage.output_tokens for c in calls) == fake_openai.output_tokens
     assert fake_openai.requests[0]["tools"][0]["function"]["name"] == "bash"  # mini's own tool, unchanged
@@ -212,3 +204,23 @@ def test_mini_swe_agent_runs_three_iterations(scaffold_image: str, fake_openai: 
         trajectory = json.loads((run_dir / f"iterations/{n:04d}/trajectory-0.json").read_text())
         assert trajectory["info"]["exit_status"] == "Submitted"
     _assert_clean(run_dir)
+
+
+def test_an_agent_that_hangs_is_stopped_and_its_workspace_scored(scaffold_image: str, fake_openai: FakeOpenAI,
+                                                                 tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv(KEY_ENV, CANARY)
+    fake_openai.default = Reply("ok")
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    hang = ("echo '// before the hang' >> src/db.rs; "
+            "curl -sS -o /dev/null -X POST \"$OPENAI_BASE_URL/chat/completions\" "
+            f"-H 'content-type: application/json' --data '{body}'; sleep 3600 & sleep 3600")
+    cfg = _config(tmp_path, fake_openai, "command", scaffold_image, f"scaffold.command={json.dumps(hang)}",
+                  "budget.max_iterations=1", "scaffold.timeout_s=6")
+    t0 = time.monotonic()
+    run, run_dir = _run(cfg, tmp_path)
+    assert time.monotonic() - t0 < 90
+    events = list(read_events(run_dir))
+    assert [e.reason for e in events if isinstance(e, IterationEnd)] == [EndReason.TIMEOUT]
+    assert len([e for e in events if isinstance(e, ScoreEvent)]) == 1
+    assert run.workspace.repo.git.show("sub-0001:src/db.rs").endswith("// before the hang")
+    assert len([e for e in events if isinstance(e, ModelCall)]) == 1
