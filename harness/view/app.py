@@ -7,8 +7,12 @@ Nothing here builds a file path from a request: a run is looked up by its id in 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +82,7 @@ def summary(rid: str, run: RunIndex) -> dict[str, Any]:
 
 def create_app(roots: list[Path]) -> Starlette:
     registry = Registry(roots)
+    cache = _Recent(8)  # the run data last sent, by (run, axis, version, status): a revisit costs nothing
 
     def run_or_404(request: Request) -> tuple[str, RunIndex]:
         rid = request.path_params["rid"]
@@ -108,18 +113,23 @@ def create_app(roots: list[Path]) -> Starlette:
         axis = request.query_params.get("axis", "iterations")
         if axis not in AXES:
             return JSONResponse({"error": f"axis must be one of {', '.join(AXES)}"}, status_code=400)
-        sc = run.staircase()
         status = run.status()
-        rows = [r.json() for r in sorted(run.rows.values(), key=lambda r: r.iteration)]
-        for r in rows:
-            if r["status"] == "running" and status != "running":
-                r["status"] = "not finished"
-        return JSONResponse({
-            "version": run.version, "summary": summary(rid, run),
-            "figure": _figure_json(staircase_figure(sc, axis)), "rows": rows,
-            "transitions": [t.model_dump() for t in sc.transitions],
-            "points": [{"iteration": p.iteration, "valid": p.valid, "qps": p.qps, "x": p.at[axis]}
-                       for p in sc.points]})
+        key = (rid, axis, run.version, status)
+        body = cache.get(key)
+        if body is None:
+            sc = run.staircase()
+            rows = [r.json() for r in sorted(run.rows.values(), key=lambda r: r.iteration)]
+            for r in rows:
+                if r["status"] == "running" and status != "running":
+                    r["status"] = "not finished"
+            body = bytes(JSONResponse({
+                "version": run.version, "summary": summary(rid, run),
+                "figure": _figure_json(staircase_figure(sc, axis)), "rows": rows,
+                "transitions": [t.model_dump() for t in sc.transitions],
+                "points": [{"iteration": p.iteration, "valid": p.valid, "qps": p.qps, "x": p.at[axis]}
+                           for p in sc.points]}).body)
+            cache.put(key, body)
+        return Response(body, media_type="application/json")
 
     def iteration_page(request: Request) -> Response:
         rid, run = run_or_404(request)
@@ -185,13 +195,42 @@ def create_app(roots: list[Path]) -> Starlette:
         Route("/plotly.min.js", plotly_js),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(routes=routes, exception_handlers={404: not_found, _NotFound: not_found})
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Index every run once in the background, so a first visit to a large run finds it read.
+        threading.Thread(target=lambda: [r.refresh() for r in registry.scan(force=True).values()],
+                         name="view-warmup", daemon=True).start()
+        yield
+
+    app = Starlette(routes=routes, exception_handlers={404: not_found, _NotFound: not_found}, lifespan=lifespan)
     app.state.registry = registry
     return app
 
 
 class _NotFound(Exception):
     pass
+
+
+class _Recent:
+    """The last ``size`` bodies computed (bounded memory: a few runs' data, not every run's)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.items: OrderedDict[Any, bytes] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: Any) -> bytes | None:
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+            return None
+
+    def put(self, key: Any, body: bytes) -> None:
+        with self.lock:
+            self.items[key] = body
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
 
 
 def _item(e: Any, k: int) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from harness.analysis.charts import INVALID, VALID
+from harness.analysis.charts import ANCHOR, CONFIRMED, INVALID, VALID, WITHIN_NOISE
 from harness.analysis.staircase import load_staircase
 from tests.view.conftest import shot
 
@@ -57,7 +57,8 @@ def test_run_page_draws_the_ledgers_points_and_crosses(page: Any, server: str, v
     assert _traces(page)[VALID]["x"] == [p.at["tool_calls"] for p in valid]
 
 
-def test_a_new_event_appears_without_reload(page: Any, server: str, view_root: dict[str, Any]) -> None:
+def test_a_new_event_appears_without_reload(page: Any, server: str, view_root: dict[str, Any],
+                                            artifacts: Path) -> None:
     live = view_root["live"]
     page.goto(server + "/runs/live")
     page.wait_for_function("window.__view && window.__view.updates > 0")
@@ -72,6 +73,10 @@ def test_a_new_event_appears_without_reload(page: Any, server: str, view_root: d
     assert len(t[VALID]["x"]) == before + 1 and 1234.0 in t[VALID]["y"]
     print(f"live update latency {latency:.3f} s")
     assert latency < 2.0
+    names = set(t)
+    assert {CONFIRMED, WITHIN_NOISE, ANCHOR} <= names  # paired scoring drawn: verdicts and the anchor panel
+    assert "1,234" in page.inner_text(f"#iterations tr[data-iteration='{n}']")
+    shot(page, "run-live", artifacts)
 
 
 def test_clicking_a_point_opens_its_iteration(page: Any, server: str, view_root: dict[str, Any],

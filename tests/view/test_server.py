@@ -98,9 +98,12 @@ def test_paths_outside_the_given_directories_are_refused(server: str, view_root:
 
 def test_view_binds_loopback_by_default_and_names_a_missing_directory(view_root: dict[str, Any],
                                                                       tmp_path: Path) -> None:
-    bad = subprocess.run([sys.executable, "-m", "harness.cli", "view", str(tmp_path / "nope")],
-                         capture_output=True, text=True, timeout=60)
-    assert bad.returncode != 0 and "nope" in bad.stderr + bad.stdout
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    bad = CliRunner().invoke(app, ["view", str(tmp_path / "nope")])
+    assert bad.exit_code != 0 and "nope" in bad.output
     import socket
 
     with socket.socket() as s:
