@@ -329,3 +329,13 @@ def test_the_key_never_reaches_the_agent_or_the_record(via_openai: Harness, fake
     for path in via_openai.ledger.run_dir.rglob("*"):
         if path.is_file():
             assert CANARY.encode() not in path.read_bytes(), path
+
+
+def test_per_iteration_token_cap(via_openai: Harness, fake_openai: FakeOpenAI) -> None:
+    session = via_openai.gateway.begin(1, 0, max_tokens=5)
+    fake_openai.replies += [Reply("a first answer that costs more than five tokens")]
+    client = _openai_client(via_openai)
+    client.chat.completions.create(model="m", messages=[{"role": "user", "content": "go"}])
+    with pytest.raises(openai.PermissionDeniedError, match="per-iteration cap of 5 tokens"):
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "go"}])
+    assert session.end is EndReason.BUDGET and session.tokens > 5

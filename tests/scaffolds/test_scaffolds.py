@@ -5,7 +5,10 @@ from PyPI) against a fake OpenAI-compatible provider, scored by the stub scorer.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from harness.events import (
     EndReason,
     GatewayCall,
     IterationEnd,
+    IterationStart,
     ModelCall,
     RunEnd,
     ScoreEvent,
@@ -224,3 +228,42 @@ def test_an_agent_that_hangs_is_stopped_and_its_workspace_scored(scaffold_image:
     assert len([e for e in events if isinstance(e, ScoreEvent)]) == 1
     assert run.workspace.repo.git.show("sub-0001:src/db.rs").endswith("// before the hang")
     assert len([e for e in events if isinstance(e, ModelCall)]) == 1
+
+
+def test_a_scaffold_run_stopped_mid_episode_resumes(scaffold_image: str, fake_openai: FakeOpenAI, tmp_path: Path,
+                                                    monkeypatch, docker_client) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM while the agent works: the run stops (its containers removed, the gateway's session
+    closed); resumed, the iteration starts again and the agent's submission is scored once."""
+    monkeypatch.setenv(KEY_ENV, CANARY)
+    fake_openai.replies += [Reply("echo '// lost with the stop' >> src/db.rs; sleep 600"),
+                            Reply("echo '// after the resume' >> src/db.rs; submit 'after the resume'")]
+    cfg = _config(tmp_path, fake_openai, "command", scaffold_image, f"scaffold.command={json.dumps(SHELL_AGENT)}",
+                  "budget.max_iterations=1")
+
+    def stop_when_asked() -> None:
+        deadline = time.monotonic() + 120
+        while not fake_openai.requests and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_when_asked, daemon=True).start()
+    run = Run.create(cfg, tmp_path / "run", scorer_factory=lambda _run: StubScorer())
+    try:
+        summary = run.execute()
+    finally:
+        scaffolds._RUNTIMES[run].close()
+    assert summary.status == "stopped" and "SIGTERM" in summary.end_reason
+    assert docker_client.containers.list(all=True, filters={"label": f"staircase.run={run.id}"}) == []
+    resumed = Run.open(tmp_path / "run", scorer_factory=lambda _run: StubScorer())
+    try:
+        summary = resumed.execute()
+    finally:
+        scaffolds._RUNTIMES[resumed].close()
+    events = list(read_events(tmp_path / "run"))
+    assert [(e.iteration, e.attempt) for e in events if isinstance(e, IterationStart)] == [(1, 0), (1, 1)]
+    assert [s.message for s in events if isinstance(s, Submission)] == ["after the resume"]
+    assert len([e for e in events if isinstance(e, ScoreEvent)]) == 1
+    db = resumed.workspace.repo.git.show("sub-0001:src/db.rs")
+    assert db.endswith("// after the resume") and "lost with the stop" not in db
+    assert summary.status == "ended"
