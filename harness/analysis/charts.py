@@ -118,14 +118,29 @@ def staircase_figure(sc: Staircase, axis: str = "iterations", recall_floor: floa
     return fig
 
 
-def overlay_figure(staircases: list[Staircase], axis: str = "iterations", budget: float | None = None) -> go.Figure:
-    """Several runs' best-so-far staircases on one axis, cut at ``budget`` (what ``compare`` measures)."""
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf")
+
+
+def overlay_figure(staircases: list[Staircase], axis: str = "iterations", budget: float | None = None,
+                   groups: list[str] | None = None) -> go.Figure:
+    """Several runs' best-so-far staircases on one axis, cut at ``budget`` (what ``compare`` measures).
+    With ``groups`` (one label per run, e.g. a sweep's group), the runs of a group share a colour and a
+    legend entry."""
     fig = go.Figure()
-    for sc in staircases:
+    order = list(dict.fromkeys(groups or []))
+    for i, sc in enumerate(staircases):
         pts = [p for p in sc.points if budget is None or p.at[axis] <= budget]
         xs, ys = best_curve(pts, axis)
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", line={"shape": "hv", "width": 2},
-                                 name=f"{Path(sc.run_dir).name} ({sc.model})"))
+        name = f"{Path(sc.run_dir).name} ({sc.model})"
+        line: dict[str, object] = {"shape": "hv", "width": 2}
+        extra: dict[str, object] = {}
+        if groups:
+            g = groups[i]
+            line["color"] = PALETTE[order.index(g) % len(PALETTE)]
+            extra = {"legendgroup": g, "legendgrouptitle_text": g}
+            name = f"{g}: {name}"
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, line=line, **extra))
     if budget is not None:
         fig.add_vline(x=budget, line={"color": GREY, "dash": "dot"}, annotation_text=f"budget {budget:g}")
     _plain(fig)

@@ -159,7 +159,19 @@ def create_app(roots: list[Path]) -> Starlette:
 
     def compare_page(request: Request) -> Response:
         runs = registry.scan()
-        chosen = [r for r in request.query_params.getlist("run") if r in runs]
+        groups = _groups(sorted(runs))
+        chosen_groups = [g for g in request.query_params.getlist("group") if g in groups]
+        chosen: list[str] = []
+        labels: list[str] = []
+        for g in chosen_groups:  # a sweep's group: all its runs, labelled with it
+            for rid in groups[g]:
+                if rid not in chosen:
+                    chosen.append(rid)
+                    labels.append(g)
+        for rid in request.query_params.getlist("run"):
+            if rid in runs and rid not in chosen:
+                chosen.append(rid)
+                labels.append(rid)
         axis = request.query_params.get("axis", "iterations")
         axis = axis if axis in AXES else "iterations"
         raw_budget = request.query_params.get("budget", "")
@@ -173,10 +185,19 @@ def create_app(roots: list[Path]) -> Starlette:
             run.refresh()
             staircases.append(run.staircase())
         result = compare(staircases, axis, budget, None) if staircases else None
-        figure = _figure_json(overlay_figure(staircases, axis, budget)) if staircases else None
-        return _page("compare.html", runs=sorted(runs), chosen=chosen, axis=axis, axes=AXES, budget=raw_budget,
-                     result=result, figure=figure, names=dict(zip(chosen, [s.run_dir for s in staircases],
-                                                                  strict=True)))
+        figure = (_figure_json(overlay_figure(staircases, axis, budget, labels if chosen_groups else None))
+                  if staircases else None)
+        by_group = []
+        if result and chosen_groups:
+            for g in dict.fromkeys(labels):
+                rs = [r for r, lab in zip(result.runs, labels, strict=True) if lab == g]
+                bests = [r.best_valid_qps for r in rs if r.best_valid_qps is not None]
+                by_group.append({"group": g, "runs": len(rs), "best_mean": sum(bests) / len(bests) if bests else None,
+                                 "best_min": min(bests, default=None), "best_max": max(bests, default=None),
+                                 "area_mean": sum(r.area for r in rs) / len(rs)})
+        return _page("compare.html", runs=sorted(runs), groups=sorted(groups), chosen=chosen,
+                     chosen_groups=chosen_groups, labels=labels, axis=axis, axes=AXES, budget=raw_budget,
+                     result=result, figure=figure, by_group=by_group)
 
     def plotly_js(request: Request) -> Response:
         return FileResponse(PLOTLY_JS, media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
@@ -231,6 +252,16 @@ class _Recent:
             self.items[key] = body
             while len(self.items) > self.size:
                 self.items.popitem(last=False)
+
+
+def _groups(rids: list[str]) -> dict[str, list[str]]:
+    """Folders holding runs (a sweep, a sweep's group), by their id prefix."""
+    out: dict[str, list[str]] = {}
+    for rid in rids:
+        parts = rid.split("/")
+        for i in range(1, len(parts)):
+            out.setdefault("/".join(parts[:i]), []).append(rid)
+    return out
 
 
 def _item(e: Any, k: int) -> dict[str, Any]:

@@ -61,8 +61,9 @@ def view_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
                           sandbox_factory=lambda run: LocalSandbox(run.workspace.path),
                           scorer_factory=lambda run: scorer)
     finished.execute()
-    support.write_run(root / "sweep-1" / "group-a" / "seed-0",
-                      [(300, True, "confirmed"), (250, False, None), (600, True, "confirmed")], name="swept")
+    for group, seed, top in [("group-a", 0, 600), ("group-a", 1, 650), ("group-b", 0, 900)]:
+        support.write_run(root / "sweep-1" / group / f"seed-{seed}",
+                          [(300, True, "confirmed"), (250, False, None), (top, True, "confirmed")], name="swept")
     live = Live(root / "live")
     yield {"root": root, "finished": finished.dir, "live": live}
     live.ledger.close()

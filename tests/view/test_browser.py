@@ -26,7 +26,8 @@ def test_runs_page_lists_every_run_with_status_and_filters(page: Any, server: st
     page.wait_for_selector("#runs tbody tr")
     rows = {r.get_attribute("data-run"): r.get_attribute("data-status")
             for r in page.query_selector_all("#runs tbody tr")}
-    assert rows == {"finished": "ended", "live": "running", "sweep-1/group-a/seed-0": "ended"}
+    assert rows == {"finished": "ended", "live": "running", "sweep-1/group-a/seed-0": "ended",
+                    "sweep-1/group-a/seed-1": "ended", "sweep-1/group-b/seed-0": "ended"}
     assert page.inner_text("#runs tr[data-run=finished] .best") != "-"
     assert page.query_selector("#runs tr[data-run=live] svg.spark") is not None
     shot(page, "runs", artifacts)
@@ -106,3 +107,12 @@ def test_compare_page_draws_two_runs(page: Any, server: str, artifacts: Path) ->
     assert page.locator("#overlay .scatterlayer .trace").count() == 2
     assert page.locator("#compare-runs tbody tr").count() == 2
     shot(page, "compare", artifacts)
+
+
+def test_compare_page_overlays_a_sweeps_groups(page: Any, server: str) -> None:
+    page.goto(server + "/compare?group=sweep-1/group-a&group=sweep-1/group-b")
+    page.wait_for_selector("#overlay .scatterlayer .trace")
+    groups = page.evaluate("document.getElementById('overlay').data.map(t => t.legendgroup)")
+    assert groups == ["sweep-1/group-a", "sweep-1/group-a", "sweep-1/group-b"]
+    rows = [r.inner_text().split("\t") for r in page.query_selector_all("#compare-groups tbody tr")]
+    assert [(r[0], r[1], r[2]) for r in rows] == [("sweep-1/group-a", "2", "625"), ("sweep-1/group-b", "1", "900")]

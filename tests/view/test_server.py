@@ -42,7 +42,8 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
 
 def test_the_index_agrees_with_load_staircase(view_root: dict[str, Any]) -> None:
     reg = Registry([view_root["root"]])
-    assert set(reg.scan(force=True)) == {"finished", "live", "sweep-1/group-a/seed-0"}
+    assert set(reg.scan(force=True)) == {"finished", "live", "sweep-1/group-a/seed-0", "sweep-1/group-a/seed-1",
+                                         "sweep-1/group-b/seed-0"}
     for rid in ("finished", "sweep-1/group-a/seed-0"):
         run = reg.get(rid)
         assert run is not None
