@@ -13,6 +13,8 @@ from harness.analysis.staircase import load_staircase
 from tests.view.conftest import shot
 
 pytestmark = pytest.mark.browser
+# The chart and the tables of the last data the page received are drawn (tables follow the chart).
+DRAWN = "window.__view && window.__view.updates > 0 && window.__view.tablesVersion === window.__view.version"
 
 
 def _traces(page: Any) -> dict[str, dict[str, list[float]]]:
@@ -42,7 +44,7 @@ def test_run_page_draws_the_ledgers_points_and_crosses(page: Any, server: str, v
                                                        artifacts: Path) -> None:
     sc = load_staircase(view_root["finished"])
     page.goto(server + "/runs/finished")
-    page.wait_for_function("window.__view && window.__view.updates > 0")
+    page.wait_for_function(DRAWN)
     t = _traces(page)
     valid = [p for p in sc.points if p.valid and p.qps]
     invalid = [p for p in sc.points if not p.valid]
@@ -62,13 +64,14 @@ def test_a_new_event_appears_without_reload(page: Any, server: str, view_root: d
                                             artifacts: Path) -> None:
     live = view_root["live"]
     page.goto(server + "/runs/live")
-    page.wait_for_function("window.__view && window.__view.updates > 0")
+    page.wait_for_function(DRAWN)
     before = len(_traces(page)[VALID]["x"])
     page.evaluate("window.__notReloaded = true")
     t0 = time.monotonic()
     n = live.add(1234.0, True, "confirmed")
     page.wait_for_function(f"window.__view.points.some(p => p.iteration === {n})", timeout=2000)
     latency = time.monotonic() - t0
+    page.wait_for_function(DRAWN)
     assert page.evaluate("window.__notReloaded") is True
     t = _traces(page)
     assert len(t[VALID]["x"]) == before + 1 and 1234.0 in t[VALID]["y"]
@@ -83,7 +86,7 @@ def test_a_new_event_appears_without_reload(page: Any, server: str, view_root: d
 def test_clicking_a_point_opens_its_iteration(page: Any, server: str, view_root: dict[str, Any],
                                               artifacts: Path) -> None:
     page.goto(server + "/runs/finished")
-    page.wait_for_function("window.__view && window.__view.updates > 0")
+    page.wait_for_function(DRAWN)
     point = page.locator(".scatterlayer .trace").nth(0).locator("path.point").nth(2)
     box = point.bounding_box()
     n = _traces(page)[VALID]["it"][2]
