@@ -217,7 +217,7 @@ Scoring = tuple[BenchmarkScorer, KeepingRunner]
 @pytest.fixture(scope="module")
 def scoring(test_set: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scoring]:
     tmp = tmp_path_factory.mktemp("scoring")
-    cfg = ScorerConfig(passes=1, warmup_queries=20, pass_time_limit_s=30, request_timeout_s=10,
+    cfg = ScorerConfig(paired=False, passes=1, warmup_queries=20, pass_time_limit_s=30, request_timeout_s=10,
                        warmup_timeout_s=60, start_timeout_s=15, load_timeout_s=120, benchmark_timeout_s=180,
                        memory_limit="4g")
     runner = KeepingRunner(tmp / "bin")

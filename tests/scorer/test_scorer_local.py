@@ -79,11 +79,15 @@ def test_score_cli_json(stage1, small_dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("STAIRCASE_DATA", str(small_dataset.root.parent))
     monkeypatch.setenv("STAIRCASE_CACHE", str(tmp_path))
     args = ["score", str(stage1), "--dataset", small_dataset.name, "--json", "--set", "scorer.runner=local",
-            "--set", "scorer.passes=1", "--set", "scorer.pass_time_limit_s=5"]
+            "--set", "scorer.passes=1", "--set", "scorer.pass_time_limit_s=5",
+            # strict pairs with an anchor by default: the crate itself here, in three short rounds
+            "--set", f"scorer.anchor={stage1}", "--set", "scorer.pair_rounds=3", "--set", "scorer.pair_round_s=0.2"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     record = json.loads(res.stdout)
     assert record["status"] == "valid" and record["recall"] == 1.0 and record["hardware"]["runner"] == "local"
+    assert record["anchor"]["rounds"] == 3 and record["relative_qps"] == record["anchor"]["ratio"]
+    assert 0.5 < record["relative_qps"] < 2  # the same code on both sides
     bad = CliRunner().invoke(app, ["score", str(stage1), "--set", "scorer.pases=1"])
     assert bad.exit_code == 2 and "scorer.pases: unknown field" in bad.output
 
