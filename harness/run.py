@@ -76,6 +76,9 @@ class RunSummary(BaseModel):
     best_valid_qps: float | None
     best_iteration: int | None
     usage: dict[str, float]
+    # The verified best (paired rounds at the end): its iteration and ratio to the anchor [interval].
+    verified_iteration: int | None = None
+    verified_relative: tuple[float, float, float] | None = None
 
 
 class Run:
@@ -340,10 +343,14 @@ class Run:
     def summary(self, stop_reason: str = "") -> RunSummary:
         s, best = self.state, self.state.best()
         u = s.usage
+        v = s.verified
+        rel = next((e.relative for e in v.entries if e.label == v.best), None) if v else None
         return RunSummary(run_dir=str(self.dir), status="stopped" if stop_reason else s.status,
                           end_reason=s.end.reason if s.end else stop_reason, iterations=u.iterations,
                           best_valid_qps=best.qps if best else None, best_iteration=best.iteration if best else None,
-                          usage=u.model_dump() | {"tokens": u.tokens, "hours": round(u.hours, 4)})
+                          usage=u.model_dump() | {"tokens": u.tokens, "hours": round(u.hours, 4)},
+                          verified_iteration=v.best_iteration if v else None,
+                          verified_relative=(rel.ratio, rel.low, rel.high) if rel else None)
 
     def _write_state(self) -> None:
         self.ledger.write_state(self.summary().model_dump() | {"updated": time.time()})

@@ -76,6 +76,10 @@ def _summary_out(summary: RunSummary, json: bool) -> None:
         err.print(f"[bold]run {'ended' if summary.status == 'ended' else 'stopped'}[/]: {data['end_reason']}; "
                   f"{data['iterations']} iterations; best valid QPS {data['best_valid_qps']} (iteration "
                   f"{data['best_iteration']}); run directory {data['run_dir']}", markup=True, highlight=False)
+        if summary.verified_relative is not None:
+            r, lo, hi = summary.verified_relative
+            err.print(f"verified best (paired rounds): iteration {summary.verified_iteration}, {r:.3f}x the anchor "
+                      f"[{lo:.3f}, {hi:.3f}]", markup=False, highlight=False)
         log(f"staircase plot: {png}\nreport:         {page}")
         if summary.status == "stopped":
             log(f"continue with: staircase resume {run_dir}")
