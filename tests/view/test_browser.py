@@ -119,3 +119,10 @@ def test_compare_page_overlays_a_sweeps_groups(page: Any, server: str) -> None:
     assert groups == ["sweep-1/group-a", "sweep-1/group-a", "sweep-1/group-b"]
     rows = [r.inner_text().split("\t") for r in page.query_selector_all("#compare-groups tbody tr")]
     assert [(r[0], r[1], r[2]) for r in rows] == [("sweep-1/group-a", "2", "625"), ("sweep-1/group-b", "1", "900")]
+
+
+def test_the_browser_gets_no_file_outside_the_runs(page: Any, server: str) -> None:
+    for path in ["/runs/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/static/..%2F..%2Fapp.py", "/api/run/..%2F..%2Fetc"]:
+        response = page.goto(server + path)
+        assert response is not None and response.status == 404, path
+        assert "root:" not in page.content()
