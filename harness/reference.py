@@ -128,6 +128,30 @@ def reference_stages(root: Path = REFERENCE) -> list[Stage]:
     return [stages[name] for name in sorted(stages)]
 
 
+def seeded_trajectory(seed: int, root: Path = REFERENCE) -> list[Stage]:
+    """The stages a scripted run with this seed submits, in order. Seed 0 is the reference trajectory
+    itself. Any other seed draws another path through the same stages: each base stage after the
+    first is skipped with probability 1/4 (never the last), each variant tried with probability 1/2,
+    and a family's variants tried in a shuffled order after their base (or, its base skipped, on
+    their own: the episode then writes the base's files first). File sets only grow along the base
+    stages, so every path is a series of well-formed submissions. Deterministic in ``seed``."""
+    stages = reference_stages(root)
+    if seed == 0:
+        return stages
+    import random
+
+    rng = random.Random(seed)
+    bases = [s for s in stages if not s.is_variant]
+    out: list[Stage] = []
+    for i, base in enumerate(bases):
+        if i == 0 or i == len(bases) - 1 or rng.random() >= 0.25:
+            out.append(base)
+        variants = [s for s in stages if s.base == base.name and rng.random() < 0.5]
+        rng.shuffle(variants)
+        out += variants
+    return out
+
+
 def get_stage(name: str, root: Path = REFERENCE) -> Stage:
     for stage in reference_stages(root):
         if stage.name == name:

@@ -8,6 +8,8 @@ GLM-5.1 on Z.ai's API, a local vLLM, DeepSeek...
   ``reasoning_content`` on later turns: GLM's interleaved / preserved thinking expects exactly that.
 - Usage with cached tokens (``prompt_tokens_details.cached_tokens``; DeepSeek's
   ``prompt_cache_hit_tokens``); ``extra_body`` from the config passed through as is.
+- The run's seed goes out as the request's ``seed`` (OpenAI's best-effort reproducible sampling;
+  vLLM honours it per request), so that runs of a sweep that differ only in the seed sample differently.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ _THINK = re.compile(r"^\s*<think>(.*?)</think>\s*", re.S)
 class OpenAIModel(Model):
     """A chat-completions endpoint behind the Model protocol."""
 
-    def __init__(self, cfg: ModelConfig, prices: PriceTable, retry: RetryPolicy | None = None) -> None:
+    def __init__(self, cfg: ModelConfig, prices: PriceTable, retry: RetryPolicy | None = None,
+                 seed: int | None = None) -> None:
         import openai
 
         self.cfg = cfg
+        self.seed = seed
         self.name = cfg.name
         self.prices = prices
         self.retry = retry or RetryPolicy.from_config(cfg)
@@ -70,6 +74,8 @@ class OpenAIModel(Model):
             kwargs["tools"] = to_chat_tools(tools)
         if self.cfg.temperature is not None:
             kwargs["temperature"] = self.cfg.temperature
+        if self.seed is not None:
+            kwargs["seed"] = self.seed
         if self.cfg.extra_body:
             kwargs["extra_body"] = self.cfg.extra_body
         return kwargs

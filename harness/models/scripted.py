@@ -2,7 +2,9 @@
 
 The built-in script ``reference`` replays the reference trajectory (``harness.reference``): for
 each stage, write its files (a tuning variant: ``str_replace`` its knob lines), measure with
-devbench, note the result, submit. Any other script is a YAML or JSON file:
+devbench, note the result, submit. The run's seed picks the path: seed 0 is the reference trajectory,
+another seed skips some stages and tries other variants in another order
+(:func:`harness.reference.seeded_trajectory`). Any other script is a YAML or JSON file:
 ``{"episodes": [[{"name": ..., "arguments": {...}}, ...], ...]}``, where an argument
 ``content_from: PATH`` (relative to the script file) is replaced by ``content`` read from it.
 """
@@ -19,7 +21,7 @@ import yaml
 from harness.agent.context import estimate_tokens
 from harness.models.base import Message, ModelExhausted, ModelResponse, ToolCall, ToolSpec, Usage
 from harness.paths import REFERENCE
-from harness.reference import Stage, reference_stages, stage_files
+from harness.reference import Stage, seeded_trajectory, stage_files
 
 Step = dict[str, Any]
 
@@ -32,9 +34,10 @@ class ScriptedModel:
         self.cursor = 0
 
     @classmethod
-    def from_config(cls, script: str | None) -> ScriptedModel:
+    def from_config(cls, script: str | None, seed: int = 0) -> ScriptedModel:
+        """The built-in ``reference`` script (its path drawn by ``seed``) or a script file (played as written)."""
         if script in (None, "reference"):
-            return cls(reference_episodes(), name="scripted-reference")
+            return cls(reference_episodes(seed=seed), name="scripted-reference")
         return cls(load_script(Path(script)), name=f"scripted-{Path(script).stem}")
 
     def begin_episode(self, iteration: int) -> None:
@@ -73,8 +76,9 @@ def load_script(path: Path) -> list[list[Step]]:
     return episodes
 
 
-def reference_episodes(root: Path = REFERENCE) -> list[list[Step]]:
-    """One episode per stage: change the code, measure with devbench, note the result, submit.
+def reference_episodes(root: Path = REFERENCE, seed: int = 0) -> list[list[Step]]:
+    """One episode per stage of the seed's path (:func:`seeded_trajectory`; seed 0: every stage in
+    order): change the code, measure with devbench, note the result, submit.
 
     A base stage writes its files. A variant is a tuning step: ``str_replace`` on its knob lines in
     the tree the previous iteration submitted (the workspace an iteration starts from), which must
@@ -83,7 +87,7 @@ def reference_episodes(root: Path = REFERENCE) -> list[list[Step]]:
     episodes = []
     tree: dict[str, str] = {}  # the files the previous episodes laid over the skeleton
     previous: Stage | None = None
-    for stage in reference_stages(root):
+    for stage in seeded_trajectory(seed, root):
         files = stage_files(stage, root)
         steps: list[Step] = []
         tuning = stage.is_variant and previous is not None and previous.family == stage.family
