@@ -23,7 +23,8 @@ def _traces(page: Any) -> dict[str, dict[str, list[float]]]:
                             it: Array.from(t.customdata || [])}]))""")
 
 
-def test_runs_page_lists_every_run_with_status_and_filters(page: Any, server: str, artifacts: Path) -> None:
+def test_runs_page_lists_every_run_with_status_and_filters(page: Any, server: str, view_root: dict[str, Any],
+                                                          artifacts: Path) -> None:
     page.goto(server + "/")
     page.wait_for_selector("#runs tbody tr")
     rows = {r.get_attribute("data-run"): r.get_attribute("data-status")
@@ -33,6 +34,10 @@ def test_runs_page_lists_every_run_with_status_and_filters(page: Any, server: st
     assert page.inner_text("#runs tr[data-run=finished] .best") != "-"
     assert page.query_selector("#runs tr[data-run=live] svg.spark") is not None
     shot(page, "runs", artifacts)
+    live = view_root["live"]  # a run that goes on updates by itself on this page too
+    n = live.add(300.0, False)
+    page.wait_for_function(f"document.querySelector('#runs tr[data-run=live] td:nth-child(6)').innerText"
+                           f".startsWith('{n} ')", timeout=5000)
     page.select_option("#f-status", "running")
     assert [r.get_attribute("data-run") for r in page.query_selector_all("#runs tbody tr")] == ["live"]
     page.select_option("#f-status", "")
@@ -100,6 +105,9 @@ def test_clicking_a_point_opens_its_iteration(page: Any, server: str, view_root:
     assert page.locator("#diff .diff .gi").count() > 0  # highlighted added lines
     assert "valid" in page.inner_text("#score")
     shot(page, "iteration", artifacts)
+    page.locator("#transcript").scroll_into_view_if_needed()
+    page.evaluate("document.getElementById('transcript').scrollIntoView()")
+    shot(page, "iteration-transcript", artifacts)
 
 
 def test_compare_page_draws_two_runs(page: Any, server: str, artifacts: Path) -> None:
