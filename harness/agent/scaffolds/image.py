@@ -104,6 +104,8 @@ def ensure_scaffold_image(base: str, *, mini_swe_agent: str, claude_code: str | 
         ctx = Path(tmp)
         for f in FILES.iterdir():
             shutil.copy2(f, ctx / f.name)
+            if f.name != "Dockerfile":
+                (ctx / f.name).chmod(0o755)  # COPY keeps the mode: executable whatever the checkout made it
         shutil.copytree(wheels, ctx / "wheels", copy_function=_link_or_copy)
         (ctx / "npm").mkdir()
         if npm is not None:
@@ -112,8 +114,7 @@ def ensure_scaffold_image(base: str, *, mini_swe_agent: str, claude_code: str | 
         try:
             for chunk in client.api.build(path=tmp, tag=tag, rm=True, forcerm=True, pull=False, decode=True,
                                           buildargs={"BASE": base, "MINI_SWE_AGENT": mini_swe_agent,
-                                                     "CLAUDE_CODE": claude_code or ""},
-                                          labels={"staircase.scaffold-image": base}):
+                                                     "CLAUDE_CODE": claude_code or ""}):
                 if "error" in chunk:
                     raise ImageBuildError(f"{chunk['error'].strip()}\n--- build log tail ---\n" + "\n".join(log_tail))
                 for line in _ANSI.sub("", chunk.get("stream", "")).splitlines():
