@@ -27,6 +27,7 @@ import logging
 import os
 import platform
 import shutil
+import sys
 import tarfile
 import tempfile
 import threading
@@ -200,6 +201,19 @@ class RayExecutor:
         self.placed: list[tuple[str, str]] = []  # (run, node) for every launch
 
     def run(self, jobs: list[Job], sweep: Sweep) -> None:
+        # Ray's own messages (a node's death, its workers' logs) go to the process's stdout: while
+        # Ray is up, stdout is stderr, so that `--json` still prints one JSON value there.
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(2, 1)
+        try:
+            self._run(jobs, sweep)
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+
+    def _run(self, jobs: list[Job], sweep: Sweep) -> None:
         import ray
 
         if self.address:
