@@ -20,6 +20,7 @@ AXIS_LABEL = {"iterations": "iteration", "tool_calls": "tool calls", "tokens": "
 VALID, INVALID, BEST = "valid", "invalid (recall below floor or failed)", "best valid so far"
 CONFIRMED, WITHIN_NOISE = "new best: confirmed step", "new best: within noise"
 RECALL, FLOOR, ANCHOR = "recall@10", "recall floor", "anchor QPS (the machine's drift)"
+MAX_LABELS = 12  # transitions labelled on the chart
 GREEN, RED, BLUE, GREY = "#2a9d4b", "#d62728", "#1f4e9c", "#888888"
 
 
@@ -81,13 +82,15 @@ def staircase_figure(sc: Staircase, axis: str = "iterations", recall_floor: floa
                               marker={"color": BLUE, "size": 13, "symbol": "diamond-open",
                                       "line": {"width": 2}}), 1, 1)
     by_iteration = {p.iteration: p for p in sc.points}
-    for t in sc.transitions:
+    # A long run can have dozens of transitions: the largest jumps are labelled (the table lists all).
+    shown = sorted(sc.transitions, key=lambda t: -(t.ratio or float("inf")))[:MAX_LABELS]
+    for i, t in enumerate(sorted(shown, key=lambda t: t.iteration)):
         p = by_iteration.get(t.iteration)
         if p is None:
             continue
         label = _first_line(t.message) or f"iteration {t.iteration}"
         fig.add_annotation(x=p.at[axis], y=t.to_qps, text=f"#{t.iteration} {label}", showarrow=True, arrowhead=0,
-                           ax=20, ay=-24, font={"size": 10, "color": BLUE}, row=1, col=1)
+                           ax=20, ay=-24 - 18 * (i % 2), font={"size": 10, "color": BLUE}, row=1, col=1)
     recalled = [p for p in sc.points if p.recall is not None]
     fig.add_trace(scatter(recalled, RECALL, [p.recall or 0.0 for p in recalled],
                           marker={"size": 5, "color": [GREEN if (p.recall or 0) >= recall_floor else RED

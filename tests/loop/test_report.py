@@ -159,3 +159,24 @@ def test_charts_draw_verdicts_and_the_anchor_only_when_recorded():
     assert list(by_name[CONFIRMED].customdata) == [1] and list(by_name[WITHIN_NOISE].customdata) == [3]
     assert by_name[WITHIN_NOISE].marker.symbol == "diamond-open" and by_name[CONFIRMED].marker.symbol == "diamond"
     assert list(by_name[ANCHOR].y) == [91.0, 92.0, 93.0]
+
+
+def test_charts_label_at_most_the_twelve_largest_transitions():
+    from harness.analysis.charts import MAX_LABELS, staircase_figure
+    from harness.analysis.staircase import Staircase
+
+    points = []
+    for i in range(1, 41):
+        p = _pt(i, 100 * 1.1 ** i + (500 if i == 30 else 0))
+        points.append(p)
+    best = 0.0
+    for p in points:
+        best = max(best, p.qps or 0)
+        p.best_so_far = best
+    ts = find_transitions(points, 0.05)
+    assert len(ts) > MAX_LABELS
+    sc = Staircase(run_dir="r", name="r", model="m", points=points, transitions=ts, noise=0.02, threshold=0.05,
+                   usage={}, end_reason=None)
+    labels = [a.text for a in staircase_figure(sc).layout.annotations if a.text.startswith("#")]
+    assert len(labels) == MAX_LABELS and any(t.startswith("#1 ") for t in labels)
+    assert any(t.startswith("#30 ") for t in labels)  # the largest jump is among them
