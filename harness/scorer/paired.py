@@ -72,14 +72,16 @@ def run_rounds(cfg: ScorerConfig, dataset: Dataset, contenders: list[Contender],
     out = {c.label: Series() for c in contenders}
     for r in range(rounds):
         order = perm[r * per_round:(r + 1) * per_round].astype("<u4")
-        atomic_write_bytes(io / f"round-{r}.u32", order)
         for i in rng.permutation(len(contenders)):
             c = contenders[int(i)]
             s = out[c.label]
             assert c.driver is not None
             tag = f"r{r}-{int(i)}"
+            # The round's slice, as much of it as lasts about a round for this contender.
+            count = min(order.size, max(cfg.concurrency * 50, math.ceil(c.qps_hint * cfg.pair_round_s * 1.25)))
+            atomic_write_bytes(io / f"{tag}.u32", order[:count])
             args = ["query", "--addr", "{addr}", "--queries", "{io}/queries.fvecs", "--orders",
-                    f"{{io}}/round-{r}.u32", "--passes", "1", "--concurrency", str(cfg.concurrency),
+                    f"{{io}}/{tag}.u32", "--passes", "1", "--concurrency", str(cfg.concurrency),
                     "--top-k", str(k), "--max-id", str(n), "--pass-time-limit-s", str(cfg.pair_round_s * 4),
                     "--request-timeout-s", str(cfg.request_timeout_s), "--ids-out", f"{{io}}/{tag}.ids",
                     "--dists-out", f"{{io}}/{tag}.dists", "--out", f"{{io}}/{tag}.json"]
