@@ -59,7 +59,9 @@ def runs(
     root: Annotated[Path, typer.Argument(help="The folder holding run directories.")] = Path("runs"),
     json: Json = False,
 ) -> None:
-    """List the runs under a folder: status, budget used, best score."""
+    """List the runs under a folder (or a sweep directory): status, budget used, best score."""
+    if (root / "sweep.jsonl").is_file():
+        root = root / "runs"
     rows = []
     for d in sorted(p for p in root.iterdir() if (p / "events.jsonl").is_file()) if root.is_dir() else []:
         sc = load_staircase(d)
@@ -87,15 +89,43 @@ def runs(
     err.print(t)
 
 
+def _expand(paths: list[Path]) -> tuple[list[Path], list[str] | None, list[int | None] | None]:
+    """Run directories, and for a sweep directory its runs with their groups and seeds (runs not
+    started yet are left out)."""
+    from harness.sweep.sweep import RUNS, planned_groups
+
+    dirs: list[Path] = []
+    groups: list[str] = []
+    seeds: list[int | None] = []
+    sweeps = [d for d in paths if (d / "sweep.jsonl").is_file()]
+    for d in paths:
+        if d in sweeps:
+            for run_id, planned in planned_groups(d).items():
+                if (d / RUNS / run_id / "events.jsonl").is_file():
+                    dirs.append(d / RUNS / run_id)
+                    groups.append(planned.group if len(sweeps) == 1 else f"{d.name}/{planned.group}")
+                    seeds.append(planned.seed)
+            continue
+        if not (d / "events.jsonl").is_file():
+            fail(f"{d}: not a run directory (no events.jsonl) nor a sweep directory (no sweep.jsonl)")
+        dirs.append(d)
+        groups.append(d.name)
+        seeds.append(None)
+    return dirs, (groups if sweeps else None), (seeds if sweeps else None)
+
+
 def compare_cmd(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories to compare.")],
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories, or sweep directories (their runs grouped "
+                                                        "by configuration, across seeds).")],
     budget: Annotated[str | None, typer.Option(help="AXIS=VALUE, e.g. iterations=50, tool_calls=500, "
                                                     "tokens=2e6, dollars=20, hours=4. Default: no cut.")] = None,
     threshold: Annotated[float | None, typer.Option(help="QPS level for 'first iteration reaching'.")] = None,
     out: Annotated[Path, typer.Option(help="Where to write the overlay plot.")] = Path("compare.png"),
     json: Json = False,
 ) -> None:
-    """Compare runs cut at the same budget: best valid QPS, area under the staircase, invalid count, cost."""
+    """Compare runs cut at the same budget: best valid QPS (relative to the anchor where the scores have
+    it), area under the staircase, invalid count, cost; a sweep's runs grouped by configuration with
+    the median and spread over their seeds; which neighbours cannot be told apart."""
     from harness.analysis.compare import compare, plot_overlay
 
     axis, value = "iterations", None
@@ -107,28 +137,45 @@ def compare_cmd(
             value = float(raw)
         except ValueError:
             fail(f"--budget {budget!r}: {raw!r} is not a number")
-    for d in run_dirs:
-        if not (d / "events.jsonl").is_file():
-            fail(f"{d}: not a run directory (no events.jsonl)")
-    stairs = [load_staircase(d) for d in run_dirs]
-    result = compare(stairs, axis, value, threshold)
-    png = plot_overlay(stairs, axis, value, out)
+    dirs, groups, seeds = _expand(run_dirs)
+    if not dirs:
+        fail("no run to compare (a sweep whose runs have not started?)")
+    stairs = [load_staircase(d) for d in dirs]
+    result = compare(stairs, axis, value, threshold, groups=groups, seeds=seeds)
+    relative = result.metric == "relative_qps"
+    png = plot_overlay(stairs, axis, value, out, groups=groups, relative=relative)
     if json:
         emit_json(result.model_dump(mode="json") | {"png": str(png)})
         return
     for w in result.warnings:
         err.print(f"[yellow]warning:[/] {w}")
-    t = Table("run", "model", "points", "best valid QPS", "mean level", "first >= thr", "invalid", "tokens", "$",
-              title=f"cut at {axis} = {value:g}" if value is not None else "whole runs")
-    for r in result.runs:
-        t.add_row(Path(r.run).name, r.model, str(r.points), f"{r.best_valid_qps:,.0f}" if r.best_valid_qps else "-",
-                  f"{r.area:,.0f}", str(r.first_reaching or "-"), str(r.invalid), f"{r.tokens:,.0f}",
-                  f"{r.dollars:.2f}")
+    cut_at = f"cut at {axis} = {value:g}" if value is not None else "whole runs"
+    t = Table("rank", "run", "model", "points", "best valid QPS", "relative [95%]", "mean level", "first >= thr",
+              "invalid", "tokens", "$", title=f"{cut_at}; ranked by {result.metric}")
+    for r in sorted(result.runs, key=lambda r: r.rank):
+        rel = (f"{r.best_relative_qps:.3f} [{r.relative_low:.3f}, {r.relative_high:.3f}]"
+               if r.best_relative_qps is not None and r.relative_low is not None and r.relative_high is not None
+               else "-")
+        t.add_row(str(r.rank), Path(r.run).name, r.model, str(r.points),
+                  f"{r.best_valid_qps:,.0f}" if r.best_valid_qps else "-", rel, f"{r.area:,.0f}",
+                  str(r.first_reaching or "-"), str(r.invalid), f"{r.tokens:,.0f}", f"{r.dollars:.2f}")
     err.print(t)
-    if any(m.runs > 1 for m in result.models):
+    if result.groups:
+        fmt = (lambda v: f"{v:.3f}") if relative else (lambda v: f"{v:,.0f}")
+        g = Table("rank", "group", "seeds", f"median {result.metric}", "interval (seeds' spread)", "best QPS min..max",
+                  "mean level (median)", "invalid (mean)", "$ (mean)", title=f"by group, {cut_at}")
+        for s in sorted(result.groups, key=lambda s: s.rank):
+            g.add_row(str(s.rank), s.group, ",".join(map(str, s.seeds)), fmt(s.median) if s.median is not None else "-",
+                      f"{fmt(s.low)}..{fmt(s.high)}" if s.low is not None and s.high is not None else "-",
+                      f"{s.best_valid_qps_min or 0:,.0f}..{s.best_valid_qps_max or 0:,.0f}", f"{s.area_median:,.0f}",
+                      f"{s.invalid_mean:.1f}", f"{s.dollars_mean:.2f}")
+        err.print(g)
+    elif any(m.runs > 1 for m in result.models):
         m = Table("model", "runs", "best QPS mean", "spread (sd)", title="by model")
-        for s in result.models:
-            m.add_row(s.model, str(s.runs), f"{s.best_valid_qps_mean or 0:,.0f}",
-                      f"{s.best_valid_qps_spread:,.0f}" if s.best_valid_qps_spread else "-")
+        for ms in result.models:
+            m.add_row(ms.model, str(ms.runs), f"{ms.best_valid_qps_mean or 0:,.0f}",
+                      f"{ms.best_valid_qps_spread:,.0f}" if ms.best_valid_qps_spread else "-")
         err.print(m)
+    for tie in result.ties:
+        err.print(f"[yellow]cannot tell apart:[/] {tie}")
     log(f"overlay plot: {png}")

@@ -82,3 +82,13 @@ def test_sweep_killed_and_resumed(tmp_path: Path) -> None:
     assert len(intervals) == 2 * 3 + 2 * 4  # every scoring measured (none cached), each once
     assert_no_overlap(intervals)
     assert after.end is not None and after.resumes == 1
+
+    # compare by sweep: the runs grouped by configuration, over their seeds; the overlay plot.
+    c = staircase("compare", str(out), "--json", "--out", str(tmp_path / "compare.png"), tmp=tmp_path)
+    assert c.returncode == 0, c.stderr
+    result = json.loads(c.stdout)
+    assert {g["group"]: g["seeds"] for g in result["groups"]} == {"short": [1, 2], "long": [1, 2]}
+    assert {r["seed"] for r in result["runs"]} == {1, 2} and len(result["runs"]) == 4
+    assert Path(result["png"]).stat().st_size > 5000
+    listed = staircase("runs", str(out), "--json", tmp=tmp_path)
+    assert sorted(r["run"] for r in json.loads(listed.stdout)) == sorted(after.runs)
