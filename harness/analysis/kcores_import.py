@@ -5,11 +5,17 @@ The entry's ``agent_log.jsonl`` gives the tool calls and their times; each bench
 a scored submission, so ``report`` and ``compare`` draw the entry beside our runs. Its figures are
 the original harness's (1,000 or 10,000 queries, id-overlap recall, its own machine): the run is
 marked imported and its hardware says so.
+
+The entry's code is taken as ``staircase score`` takes it (``harness.scorer.submission.prepare_entry``):
+the benchmark whose sources ``src_best_qps/`` holds (the best recall-passing QPS) carries the tree
+hash of the ``best`` variant, the last one (``finish``) that of ``final`` (``src/``), each with the
+files left out and why, so an imported point and a scoring of the same variant name the same tree.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +26,7 @@ from harness.cli_options import Json
 from harness.console import emit_json, fail, log
 from harness.events import SCHEMA_VERSION, event_json, parse_event
 from harness.scorer.record import Hardware, Score, Status
+from harness.scorer.submission import SubmissionError, prepare_entry, tree_hash
 
 BENCH_TOOLS = ("run_benchmark", "finish")
 
@@ -33,6 +40,35 @@ def _ts(s: str | None, default: float) -> float:
         return default
 
 
+def entry_trees(entry: Path) -> dict[str, dict[str, Any]]:
+    """The tree hash and left-out files of each variant of ``entry`` that it has (``best``: its
+    ``src_best_qps/`` over ``src/``; ``final``: ``src/``), as ``staircase score`` lays them out."""
+    out: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="staircase-kcores-") as tmp:
+        for variant in ("best", "final"):
+            try:
+                prepared = prepare_entry(entry, Path(tmp) / variant, variant)  # type: ignore[arg-type]
+            except SubmissionError:
+                continue
+            out[variant] = {"tree_hash": tree_hash(prepared.root), "left_out": prepared.left_out}
+    return out
+
+
+def _best_index(benches: list[dict[str, Any]]) -> int | None:
+    """The benchmark the agent copied ``src/`` to ``src_best_qps/`` for last: the first with the
+    highest QPS among those whose recall passed (agent/src/tools.rs: only a strictly higher QPS
+    replaces the best)."""
+    best: int | None = None
+    for i, b in enumerate(benches):
+        if _passed(b) and (best is None or (b.get("qps") or 0) > (benches[best].get("qps") or 0)):
+            best = i
+    return best
+
+
+def _passed(b: dict[str, Any]) -> bool:
+    return bool(b.get("recall_passed", (b.get("recall") or 0) >= b.get("recall_threshold", 0.95)))
+
+
 def import_entry(entry: Path, run_dir: Path) -> dict[str, Any]:
     log_path = entry / "agent_log.jsonl"
     if not log_path.is_file():
@@ -40,7 +76,16 @@ def import_entry(entry: Path, run_dir: Path) -> dict[str, Any]:
     if (run_dir / "events.jsonl").exists():
         raise ValueError(f"{run_dir} already holds a run")
     records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    benches = sorted((entry / "benchmarks").glob("benchmark_*.json")) if (entry / "benchmarks").is_dir() else []
+    bench_files = sorted((entry / "benchmarks").glob("benchmark_*.json")) if (entry / "benchmarks").is_dir() else []
+    benches = [json.loads(f.read_text()) for f in bench_files]
+    trees = entry_trees(entry)
+    # Which benchmark each variant's sources were measured by: best's the best passing one, final's the last.
+    tree_of: dict[int, dict[str, Any]] = {}
+    if "final" in trees and benches:
+        tree_of[len(benches) - 1] = {"variant": "final", **trees["final"]}
+    best_i = _best_index(benches)
+    if "best" in trees and best_i is not None:
+        tree_of[best_i] = {"variant": "best", **trees["best"]}
     start: dict[str, Any] = next((r for r in records if r.get("event") == "session_start"), {})
     model = str(start.get("model", "unknown"))
     t = _ts(start.get("timestamp"), 0.0)
@@ -57,13 +102,11 @@ def import_entry(entry: Path, run_dir: Path) -> dict[str, Any]:
                            "is_error": False})
         elif r.get("event") == "tool_result" and r.get("tool") in BENCH_TOOLS and n < len(benches):
             n += 1
-            b = json.loads(benches[n - 1].read_text())
-            events += _scored(n, at, b, r.get("tool"), model)
+            events += _scored(n, at, benches[n - 1], r.get("tool"), model, tree_of.get(n - 1))
         elif r.get("event") == "session_end":
             events.append({"type": "run_end", "ts": at, "reason": f"kcores: {r.get('reason', 'ended')}"})
     for k in range(n, len(benches)):  # benchmarks the log does not mention, in file order
-        b = json.loads(benches[k].read_text())
-        events += _scored(k + 1, t, b, "run_benchmark", model)
+        events += _scored(k + 1, t, benches[k], "run_benchmark", model, tree_of.get(k))
         n = k + 1
     if not any(e["type"] == "run_end" for e in events):
         events.append({"type": "run_end", "ts": t, "reason": "kcores: imported"})
@@ -73,18 +116,23 @@ def import_entry(entry: Path, run_dir: Path) -> dict[str, Any]:
             f.write(event_json(parse_event({"seq": seq, **e})) + b"\n")
     (run_dir / "IMPORTED").write_text(f"imported from {entry}\n")
     return {"run_dir": str(run_dir), "model": model, "submissions": n,
-            "tool_calls": sum(1 for e in events if e["type"] == "tool_call")}
+            "tool_calls": sum(1 for e in events if e["type"] == "tool_call"), "variants": trees,
+            "variant_iterations": {v["variant"]: i + 1 for i, v in sorted(tree_of.items())}}
 
 
-def _scored(n: int, at: float, b: dict[str, Any], tool: str | None, model: str) -> list[dict[str, Any]]:
-    ok = bool(b.get("recall_passed", (b.get("recall") or 0) >= b.get("recall_threshold", 0.95)))
+def _scored(n: int, at: float, b: dict[str, Any], tool: str | None, model: str,
+            tree: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    ok = _passed(b)
+    sources = f"; its sources are the entry's {tree['variant']} variant" if tree else ""
     score = Score(
         status=Status.VALID if ok else Status.INVALID,
-        reason=f"KCORES {tool} on {b.get('total_queries')} queries (imported; the original harness's figures)",
+        reason=(f"KCORES {tool} on {b.get('total_queries')} queries (imported; the original harness's "
+                f"figures{sources})"),
         valid=ok, qps=b.get("qps"), recall=b.get("recall"), recall_floor=b.get("recall_threshold", 0.95),
         p50_ms=b.get("p50_latency_ms"), p95_ms=b.get("p95_latency_ms"), p99_ms=b.get("p99_latency_ms"),
         queries=int(b.get("total_queries") or 0), protocol="kcores-original", dataset="sift-1m (KCORES)",
-        dataset_sha256="", tree_hash="", settings_hash="",
+        dataset_sha256="", tree_hash=tree["tree_hash"] if tree else "", settings_hash="",
+        left_out=(tree["left_out"] or None) if tree else None,
         hardware=Hardware(cpu_model="unknown (KCORES submission)", host_cpus=0, server_cpus="?", loadgen_cpus="?",
                           memory_limit="?", runner="kcores"),
         scored_at=datetime.fromtimestamp(at).isoformat() if at else "")

@@ -168,3 +168,64 @@ def noise_cmd(
     if report.pairing_share is not None:
         err.print(f"pairing cost: {report.pairing_share:.1%} of a scoring's wall time (median)")
     raise typer.Exit(0)
+
+
+@app.command("kcores")
+def kcores_cmd(
+    entries: Annotated[Path, typer.Option("--entries", help="A folder of KCORES leaderboard entries (the original "
+                                          "repository's leaderboard/), each with src_best_qps/ or src/.")],
+    top: Annotated[int | None, typer.Option("--top", min=1, help="Only the best entry of each of the N best-ranked "
+                                            "models (by published QPS).")] = None,
+    every_entry: Annotated[bool, typer.Option("--every-entry", help="Every entry, not one per model.")] = False,
+    dataset: Annotated[str | None, typer.Option(help="Dataset (default: the config's).")] = None,
+    variant: Annotated[str, typer.Option(help="best (src_best_qps/) or final (src/).")] = "best",
+    leaderboard: Annotated[Path | None, typer.Option(help="The original's results/leaderboard.json (default: found "
+                                                     "beside or in the entries folder).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Measure again even if a score is cached.")] = False,
+    config: ConfigFile = None,
+    set_: Sets = None,
+    json: Json = False,
+) -> None:
+    """Score published KCORES entries under the kcores protocol, one at a time, and print the
+    published QPS and recall beside ours."""
+    from harness.bench import kcores as kb
+
+    if variant not in ("best", "final"):
+        fail(f"--variant: choose best or final (got {variant!r})")
+    try:
+        found = kb.pick(kb.find_entries(entries, leaderboard), top, every_entry)
+        cfg = load_config(config, ["scorer.protocol=kcores", *(set_ or [])])
+        scorer = BenchmarkScorer.from_config(cfg, dataset)
+    except (ValueError, ConfigError, DatasetError, EngineUnavailable) as e:
+        fail(str(e))
+    s, hw = cfg.scorer, scorer.hardware
+    limits = {"build_timeout_s": s.build_timeout_s, "start_timeout_s": s.start_timeout_s,
+              "benchmark_timeout_s": s.benchmark_timeout_s, "warmup_queries": s.warmup_queries,
+              "concurrency": s.concurrency}
+    report = kb.KcoresBenchReport(
+        entries_dir=str(entries), variant=variant, dataset=scorer.dataset.name, n_base=scorer.dataset.manifest.n_base,
+        protocol=s.protocol, cpu_model=hw.cpu_model, host_cpus=hw.host_cpus, server_cpus=s.server_cpus,
+        loadgen_cpus=s.loadgen_cpus, runner=s.runner, limits=limits, not_as_original=scorer.kcores_cpus_note())
+    try:
+        report.rows = kb.score_entries(scorer, found, variant, log, use_cache=not no_cache)  # type: ignore[arg-type]
+    except (SubmissionError, EngineUnavailable) as e:
+        fail(str(e))
+    finally:
+        scorer.close()
+    if json:
+        emit_json(report)
+        raise typer.Exit(0)
+    t = Table(title=(f"KCORES entries ({variant}): published (SIFT-1M, 4 server CPUs) vs ours on {report.dataset} "
+                     f"({report.n_base:,} vectors), {report.runner} runner, server cpus {report.server_cpus}; "
+                     f"{report.cpu_model}"), title_justify="left")
+    for col in ("entry", "model", "published QPS", "published recall", "status", "QPS", "recall", "reason"):
+        t.add_column(col, overflow="fold")
+    for r in report.rows:
+        p = r.published
+        t.add_row(r.entry, r.model, "-" if p.qps is None else f"{p.qps:,.1f}",
+                  "-" if p.recall is None else f"{p.recall:.4f}", r.status or "-",
+                  "-" if r.qps is None else f"{r.qps:,.1f}", "-" if r.recall is None else f"{r.recall:.4f}", r.reason)
+    err.print(t)
+    for note in report.not_as_original:
+        err.print(f"not as the original: {note}", markup=False, highlight=False)
+    raise typer.Exit(0)

@@ -165,6 +165,12 @@ class Score(BaseModel):
     slot: str | None = None
     measured_from: str | None = None
     measured_to: str | None = None
+    # A KCORES entry: its files that were not laid over the skeleton, each with why (the original
+    # never let the model write them).
+    left_out: list[str] | None = None
+    # What of the protocol this scoring could not do as the original did, and why (kcores: its 4
+    # server CPUs on a machine with fewer).
+    not_as_original: list[str] | None = None
 
     @model_serializer(mode="wrap")
     def _leave_out_unset_additions(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -178,4 +184,5 @@ class Score(BaseModel):
 
 
 LATER_FIELDS = ("qps_source", "qps_confidence", "relative_qps", "anchor", "step", "slot", "measured_from",
-                "measured_to")
+                "measured_to", "left_out",
+                "not_as_original")

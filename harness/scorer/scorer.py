@@ -50,7 +50,7 @@ from harness.scorer.record import (
 )
 from harness.scorer.runner import BuildOutcome, MeasurementVoid, Runner, Server, make_runner
 from harness.scorer.slot import iso, scorer_slot, utc_now
-from harness.scorer.submission import check_rules, prepare, tree_hash
+from harness.scorer.submission import check_rules, prepare, prepare_entry, tree_hash
 
 Log = Callable[[str], None]
 # Loadgen error kinds that mean the server broke the response contract.
@@ -62,6 +62,15 @@ CONTRACT_ERRORS = ("http_status", "body_too_large", "bad_json", "wrong_k", "dupl
 # settings hash, so that a cached record judged by older rules is not served. 2: a QPS the caching
 # check cannot vouch for comes from the first pass only; short passes make it low-confidence.
 JUDGEMENT_VERSION = 2
+# The kcores protocol's limits, where each comes from in the original (github.com/KCORES/vector-db-bench):
+# said in the reason of a score that outlived one. See docs/kcores.md.
+KCORES_LIMITS = {
+    "build": " (the original's limit per cargo build: agent/src/bench_tools.rs BUILD_TIMEOUT_SECS = 300)",
+    "benchmark": (" (the original runs the benchmark client under one timeout covering load, warm-up and queries, "
+                  "agent/src/bench_tools.rs BENCHMARK_TIMEOUT_SECS = 600; its requests have none of their own, "
+                  "benchmark/src/main.rs reqwest::Client::new())"),
+}
+KCORES_SERVER_CPUS = 4  # agent/src/main.rs: --cpu-cores, default "0-3"
 # How often a scoring is done again when the runner voided it (the Docker engine went away while
 # the containers ran); after that the runner's exception goes to the caller.
 VOID_RETRIES = 2
@@ -188,14 +197,15 @@ class BenchmarkScorer:
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="staircase-score-") as tmp:
             work = Path(tmp)
-            src = prepare(Path(path), work / "src", variant=variant)  # type: ignore[arg-type]
+            prepared_entry = prepare_entry(Path(path), work / "src", variant=variant)  # type: ignore[arg-type]
+            src, left_out = prepared_entry.root, prepared_entry.left_out or None
             tree = tree_hash(src)
             cached = self._cached(tree) if use_cache else None
             if cached is not None and self.cfg.pairing and incumbent is not None and _claims(cached, incumbent):
                 cached = None  # a claimed step is rematched against the incumbent: that needs its server
             if cached is not None:
                 self.log(f"cached score for tree {tree[:12]}")
-                return cached
+                return cached.model_copy(update={"left_out": left_out})
             prepared = round(time.monotonic() - t0, 3)
             with scorer_slot(on_wait=self._slot_waiting) as held:
                 if held.waited_s > 0.5 and self.on_slot_wait is not None:
@@ -215,6 +225,7 @@ class BenchmarkScorer:
         # temporary tree removed): what `staircase bench scorer` splits into work and overhead.
         score.phase_seconds = {"prepare": prepared, **score.phase_seconds,
                                "total": round(time.monotonic() - t0, 3)}
+        score.left_out = left_out
         self._store(score)
         return score
 
@@ -239,7 +250,8 @@ class BenchmarkScorer:
             build = self._timed(phases, "build", lambda: self.runner.build(src, self.cfg.build_timeout_s))
             if build.timed_out:
                 m.log_tail = build.log_tail
-                raise _Stop(Status.BUILD_TIMEOUT, f"the build took longer than {self.cfg.build_timeout_s:.0f} s")
+                raise _Stop(Status.BUILD_TIMEOUT, f"the build took longer than {self.cfg.build_timeout_s:.0f} s"
+                            + KCORES_LIMITS["build"] * (self.cfg.protocol == "kcores"))
             if not build.ok:
                 m.log_tail = build.log_tail
                 raise _Stop(Status.BUILD_FAILED, "cargo build --release failed: " + _first_error(build.log_tail))
@@ -267,7 +279,10 @@ class BenchmarkScorer:
         except _Stop as stop:
             if server is not None:
                 m.log_tail = server.log_tail(self.cfg.log_tail_bytes)
-            return self._record(stop.status, stop.reason, tree, phases, m)
+            score = self._record(stop.status, stop.reason, tree, phases, m)
+            if self.cfg.protocol == "kcores":
+                score.not_as_original = self.kcores_cpus_note() or None
+            return score
         finally:
             # Whatever ended the scoring (its verdict, an unreachable engine, an interrupt), the
             # server does not outlive it (unless it is kept as the incumbent).
@@ -277,21 +292,28 @@ class BenchmarkScorer:
     def _load(self, server: Server, io: Path, phases: dict[str, float]) -> None:
         out = io / "load"
         out.mkdir()
+        # kcores: one limit for the load, the warm-up and the queries together, as the original's.
+        limit = self.cfg.benchmark_timeout_s if self.cfg.protocol == "kcores" else self.cfg.load_timeout_s
         run = self._timed(phases, "load", lambda: self.runner.loadgen(
             server,
             ["load", "--addr", "{addr}", "--base", "{in}/base.fvecs", "--batch-size", str(self.cfg.batch_size),
-             "--time-limit-s", str(self.cfg.load_timeout_s), "--out", "{out}/stats.json"],
-            {"base.fvecs": self.dataset.path("base")}, out, self.cfg.load_timeout_s + 30))
+             "--time-limit-s", str(limit), "--out", "{out}/stats.json"],
+            {"base.fvecs": self.dataset.path("base")}, out, limit + 30))
         stats = _read_json(out / "stats.json")
         if not server.alive():
             self._server_gone(server, "while loading the vectors")
         if run.timed_out or (stats and "time limit" in str(stats.get("error", ""))):
+            if self.cfg.protocol == "kcores":
+                raise _Stop(Status.TIMEOUT, f"load: loading the base vectors took longer than {limit:.0f} s, the "
+                            f"whole benchmark's limit{KCORES_LIMITS['benchmark']}")
             raise _Stop(Status.TIMEOUT, f"loading the base vectors took longer than {self.cfg.load_timeout_s:.0f} s")
         if not stats or not stats.get("ok"):
             why = (stats or {}).get("error") or f"the load generator failed: {run.output[-300:]}"
             raise _Stop(Status.LOAD_FAILED, f"bulk insert failed: {why}")
 
     def _query(self, server: Server, io: Path, phases: dict[str, float], m: Measurement) -> None:
+        if self.cfg.protocol == "kcores":
+            return self._query_kcores(server, io, phases, m)
         plan = plan_queries(self.cfg, self.dataset)
         queries, orders, warmup = plan.queries, plan.orders, plan.warmup
         m.fresh, m.shared = plan.fresh, plan.shared
@@ -327,6 +349,86 @@ class BenchmarkScorer:
         if not stats:
             raise _Stop(Status.ERROR, f"the load generator wrote no statistics: {run.output[-300:]}")
         m.queries_n = queries.shape[0]
+
+    def _query_kcores(self, server: Server, io: Path, phases: dict[str, float], m: Measurement) -> None:
+        """The original's warm-up and timed queries: no limit per request; the load, the warm-up and
+        the queries share the whole benchmark's limit (``benchmark_timeout_s``). The warm-up is its
+        own sequential run of the first ``warmup_queries`` queries, answers unjudged and errors
+        ignored (benchmark/src/runner.rs ``run_warmup``), so that its time is known when the
+        limit runs out in it (a lazy index build)."""
+        plan = plan_queries(self.cfg, self.dataset)
+        queries, orders = plan.queries, plan.orders
+        whole = self.cfg.benchmark_timeout_s
+        n = self.dataset.manifest.n_base
+        common = ["--top-k", str(self.cfg.top_k), "--max-id", str(n), "--ids-out", "{out}/ids.i64",
+                  "--dists-out", "{out}/dists.f32", "--out", "{out}/stats.json"]
+
+        def spent() -> str:
+            return ", ".join(f"{k} {phases[k]:.0f} s" for k in ("load", "warmup", "query") if k in phases)
+
+        def over(where: str) -> _Stop:
+            return _Stop(Status.TIMEOUT, f"{where}: the benchmark (load, warm-up and queries) took longer than "
+                         f"{whole:.0f} s, the whole benchmark's limit ({spent()}){KCORES_LIMITS['benchmark']}")
+
+        left = whole - phases.get("load", 0.0)
+        if self.cfg.warmup_queries > 0 and left > 0:
+            # Named as a timed run's inputs: to the load generator the warm-up is one pass of its own.
+            warm_in = {"queries.fvecs": io / "warmup.fvecs", "orders.u32": io / "warmup.u32"}
+            write_vecs(warm_in["queries.fvecs"], plan.warmup)
+            atomic_write_bytes(warm_in["orders.u32"], np.arange(plan.warmup.shape[0], dtype="<u4"))
+            out = io / "warmup"
+            out.mkdir()
+            run = self._timed(phases, "warmup", lambda: self.runner.loadgen(server, [
+                "query", "--addr", "{addr}", "--queries", "{in}/queries.fvecs", "--orders", "{in}/orders.u32",
+                "--passes", "1", "--concurrency", "1", "--pass-time-limit-s", f"{left:.3f}",
+                "--request-timeout-s", f"{left:.3f}", *common], warm_in, out, left + 30))
+            wstats = _read_json(out / "stats.json") or {}
+            warm = (wstats.get("passes") or [{}])[0]
+            phases["warmup"] = round(float(warm.get("elapsed_s", phases["warmup"])), 3)
+            if not server.alive() or wstats.get("aborted"):
+                self._server_gone(server, "during the warm-up")
+            done = int(warm.get("sent", 0)) >= plan.warmup.shape[0] and not warm.get("timed_out")
+            if run.timed_out or not wstats or not done or warm.get("error_counts", {}).get("timeout"):
+                phases["warmup"] = max(phases["warmup"], round(left, 3))
+                raise over(f"warm-up ({plan.warmup.shape[0]} sequential searches, unfinished)")
+            left -= phases["warmup"]
+        if left <= 0:
+            raise over("warm-up")
+        inputs = {"queries.fvecs": io / "queries.fvecs", "orders.u32": io / "orders.u32"}
+        write_vecs(inputs["queries.fvecs"], queries)
+        atomic_write_bytes(inputs["orders.u32"], orders.astype("<u4"))
+        out = io / "query"
+        out.mkdir()
+        args = ["query", "--addr", "{addr}", "--queries", "{in}/queries.fvecs", "--orders", "{in}/orders.u32",
+                "--passes", str(orders.shape[0]), "--concurrency", str(self.cfg.concurrency),
+                "--pass-time-limit-s", f"{left:.3f}", "--request-timeout-s", f"{left:.3f}",
+                "--latency-out", "{out}/latency.f32", *common]
+        run = self._timed(phases, "query", lambda: self.runner.loadgen(server, args, inputs, out, left + 30))
+        stats = _read_json(out / "stats.json")
+        if stats:
+            m.errors = {k: v for k, v in stats.get("error_counts", {}).items() if v}
+            m.samples = stats.get("error_samples", [])[:10]
+            m.passes = [_pass(p) for p in stats.get("passes", [])]
+            phases["query"] = round(sum(p.elapsed_s for p in m.passes), 3) or phases["query"]
+        if not server.alive() or (stats and stats.get("aborted")):
+            self._server_gone(server, "during the queries")
+        if run.timed_out or not stats or m.errors.get("timeout") or any(p.timed_out for p in m.passes):
+            answered = sum(p.completed for p in m.passes)
+            raise over(f"queries ({answered:,} of {orders.size:,} answered)" if stats else "queries")
+        m.queries_n = queries.shape[0]
+        return None
+
+    def kcores_cpus_note(self) -> list[str]:
+        """The original pinned the server to 4 CPUs; a scoring that gives it another number says so."""
+        want = KCORES_SERVER_CPUS
+        have = cpu_count(self.cfg.server_cpus)
+        host = self.hardware.host_cpus
+        if have == want and have <= host:
+            return []
+        why = f"this machine has {host} CPUs" if host < want + 1 else "scorer.server_cpus says so"
+        return [f"server CPUs: the original pinned the server to {want} CPUs (taskset -c 0-3: agent/src/main.rs "
+                f"--cpu-cores default); this scoring gave it {have} ({self.cfg.server_cpus}; {why}), so its QPS "
+                "is not the original's figure for the same code"]
 
     def _judge(self, io: Path, m: Measurement) -> tuple[Status, str]:
         errors = m.errors

@@ -42,14 +42,42 @@ class RuleCheck:
     violations: list[str] = field(default_factory=list)
 
 
+# What the original KCORES agent let the model write (agent/src/sandbox.rs): files under ``src/``
+# except the READONLY_PATHS ``src/main.rs`` and ``src/api.rs``, and ``Cargo.toml`` (EXTRA_WRITABLE);
+# ``Cargo.lock`` is cargo's record of the dependencies that manifest chose. Everything else in an
+# entry (its logs, benchmarks, profiles, a copy of a read-only file) is left out.
+ENTRY_CRATE_FILES = ("Cargo.toml", "Cargo.lock")
+ENTRY_READ_ONLY = {"main.rs", "api.rs"}
+# An entry's files that are its record, not its code: left out without a word.
+ENTRY_RECORD = {"agent_log.jsonl", "eval_log.json", "session_context.json", "final_report.json", "benchmarks",
+                "profiling", "flamegraph.svg", "perf.data", "perf.data.old"}
+
+
+@dataclass
+class Prepared:
+    """A submission laid out as a complete crate at ``root``; ``left_out`` names each of the entry's
+    files that was not taken, with why (empty for a complete crate)."""
+
+    root: Path
+    left_out: list[str] = field(default_factory=list)
+
+
 def prepare(path: Path, dest: Path, variant: Literal["best", "final"] = "best") -> Path:
     """Copy the submission at ``path`` into ``dest`` as a complete crate and return ``dest``.
 
     A KCORES entry's ``src_best_qps/`` (``variant="best"``, its best-QPS snapshot) or ``src/``
-    (``"final"``) is laid over the skeleton; a complete crate is copied as it is. A reference
-    variant, which is data rather than a folder (``reference/stage05c-...``), is materialized first.
+    (``"final"``) is laid over the skeleton, taking only what the original let the model write
+    (see ``prepare_entry``); a complete crate is copied as it is. A reference variant, which is
+    data rather than a folder (``reference/stage05c-...``), is materialized first.
     """
+    return prepare_entry(path, dest, variant).root
+
+
+def prepare_entry(path: Path, dest: Path, variant: Literal["best", "final"] = "best") -> Prepared:
+    """``prepare``, also saying which of a KCORES entry's files were left out and why."""
     path = Path(path)
+    if variant not in ("best", "final"):
+        raise SubmissionError(f"variant: expected 'best' or 'final', got {variant!r}")
     if not path.is_dir():
         from harness.reference import materialize, named_stage
 
@@ -59,31 +87,46 @@ def prepare(path: Path, dest: Path, variant: Literal["best", "final"] = "best") 
         path = materialize(stage, dest.parent / f"{stage.name}-materialized")
     if dest.exists():
         shutil.rmtree(dest)
+    entry = (path / "src_best_qps").is_dir() or (path / "agent_log.jsonl").is_file()
     complete = (path / "Cargo.toml").is_file() and (path / "src" / "main.rs").is_file()
-    if complete and not (path / "src_best_qps").is_dir():
+    if complete and not entry:
         shutil.copytree(path, dest, ignore=shutil.ignore_patterns(*IGNORED_DIRS))
         _touch_all(dest)
-        return dest
+        return Prepared(dest)
     # A partial submission (a KCORES entry, a reference stage): the skeleton, then the entry's
-    # crate files, then its chosen sources.
-    shutil.copytree(SKELETON, dest, ignore=shutil.ignore_patterns(*IGNORED_DIRS, "API.md"))
-    for name in ("Cargo.toml", "Cargo.lock"):
-        if (path / name).is_file():
-            shutil.copy2(path / name, dest / name)
+    # crate files, then the files of its chosen sources the model could write.
     layers = ["src", "src_best_qps"] if variant == "best" else ["src"]
-    found = False
-    for layer in layers:
-        if (path / layer).is_dir():
-            found = True
-            for f in (path / layer).rglob("*.rs"):
-                target = dest / "src" / f.relative_to(path / layer)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(f, target)
-    if not found:
+    if not any((path / layer).is_dir() for layer in layers):
         raise SubmissionError(f"{path}: no Cargo.toml, src/ or src_best_qps/: expected a crate of the "
                               "skeleton's shape or a KCORES leaderboard entry")
+    shutil.copytree(SKELETON, dest, ignore=shutil.ignore_patterns(*IGNORED_DIRS, "API.md"))
+    left_out: list[str] = []
+    for name in ENTRY_CRATE_FILES:
+        if (path / name).is_file():
+            shutil.copy2(path / name, dest / name)
+    for layer in layers:
+        if not (path / layer).is_dir():
+            continue
+        for f in sorted((path / layer).rglob("*")):
+            rel = f.relative_to(path / layer)
+            if not f.is_file() or set(rel.parts) & IGNORED_DIRS:
+                continue
+            if rel.as_posix() in ENTRY_READ_ONLY:
+                left_out.append(f"{layer}/{rel.as_posix()}: read-only in the original (agent/src/sandbox.rs "
+                                "READONLY_PATHS); the skeleton's is used")
+                continue
+            target = dest / "src" / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, target)
+    if variant == "final" and (path / "src_best_qps").is_dir():
+        left_out.append("src_best_qps/: the best-QPS snapshot, not the final sources (variant final)")
+    for f in sorted(path.iterdir()):
+        if f.name in (*ENTRY_CRATE_FILES, "src", "src_best_qps") or f.name in ENTRY_RECORD | IGNORED_DIRS:
+            continue
+        left_out.append(f"{f.name}{'/' if f.is_dir() else ''}: outside what the original let the model write "
+                        "(src/ and Cargo.toml)")
     _touch_all(dest)
-    return dest
+    return Prepared(dest, left_out)
 
 
 def _touch_all(root: Path) -> None:
