@@ -136,8 +136,10 @@ def find_entries(entries_dir: Path, leaderboard: Path | None = None) -> list[Ent
                             source=f"leaderboard.json ({row.get('result_source', '?')})")
             ev = _read_json(d / "eval_log.json")
             best = ev.get("best_benchmark") if isinstance(ev, dict) else None
-            if isinstance(best, dict) and best.get("qps") == row.get("qps"):
-                pub.queries = best.get("total_queries")
+            same = [b for b in [best, *(_read_json(f) for f in sorted((d / "benchmarks").glob("benchmark_*.json")))]
+                    if isinstance(b, dict) and b.get("qps") == row.get("qps")]
+            if same:
+                pub.queries = same[0].get("total_queries")
             model = str(row.get("model_name") or _model(d))
         else:
             pub, model = _published_in_entry(d), _model(d)
