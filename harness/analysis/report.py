@@ -32,6 +32,14 @@ def plot_staircase(sc: Staircase, axis: str, path: Path, recall_floor: float = 0
     xs, ys = best_curve(sc.points, axis)
     if xs:
         ax.step(xs, ys, where="post", color="#1f4e9c", linewidth=2, label="best valid so far")
+    # New bests rematched against the best before them in paired rounds: confirmed (filled) or
+    # within the measurement's noise (hollow), as in the HTML report's chart.
+    for verdict, face, label in (("confirmed", "#1f4e9c", "new best: confirmed step"),
+                                 ("within_noise", "none", "new best: within noise")):
+        pts = [p for p in valid if p.verdict == verdict]
+        if pts:
+            ax.scatter([p.at[axis] for p in pts], [p.qps for p in pts], marker="D", s=70, facecolors=face,
+                       edgecolors="#1f4e9c", linewidths=1.6, zorder=4, label=label)
     for t in sc.transitions:
         p = next(p for p in sc.points if p.iteration == t.iteration)
         label = t.message.strip().splitlines()[0][:48] if t.message.strip() else f"iteration {t.iteration}"
@@ -43,6 +51,11 @@ def plot_staircase(sc: Staircase, axis: str, path: Path, recall_floor: float = 0
     ax.legend(loc="upper left", fontsize=8)
     best = sc.best()
     title = f"{sc.name} ({sc.model}): best {best.qps or 0:,.0f} QPS" if best else f"{sc.name}: no valid submission"
+    v = sc.verified
+    rel = next((e.relative for e in v.entries if e.label == v.best), None) if v else None
+    if v is not None and rel is not None:
+        title += (f"; verified best #{v.best_iteration}: {rel.ratio:.3f}x the anchor [{rel.low:.3f}, {rel.high:.3f}]"
+                  + ("" if v.told_apart or v.best_vs_next is None else ", not told apart from the runner-up"))
     ax.set_title(title, fontsize=11)
     rx = [p.at[axis] for p in sc.points if p.recall is not None]
     ry = [p.recall for p in sc.points if p.recall is not None]
@@ -95,6 +108,7 @@ def _html(sc: Staircase, axis: str, recall_floor: float) -> str:
         f"</td><td>{t.plateau_iterations}</td><td>{t.lines_changed}</td><td>{e(t.message[:300])}</td></tr>"
         for t in sc.transitions)
     usage = "".join(f"<tr><td>{e(k)}</td><td>{num(v, '{:,.4g}')}</td></tr>" for k, v in sc.usage.items())
+    verified = _verified_html(sc)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>staircase: {e(sc.name)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;
 margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}}tr.bad td{{color:#b00}}
@@ -103,9 +117,29 @@ margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-a
 {e(sc.end_reason or 'still running or interrupted')}; recall floor {recall_floor}; measured noise
 {sc.noise:.1%} (median QPS max/min over passes); transition threshold {sc.threshold:.0%}.</p>
 {chart}
+{verified}
 <h2>Transitions</h2><table><tr><th>iteration</th><th>from QPS</th><th>to QPS</th><th>jump</th>
 <th>plateau (iterations)</th><th>lines changed</th><th>message</th></tr>{trans}</table>
 <h2>Submissions</h2><table><tr><th>iteration</th><th>status</th><th>QPS</th><th>recall@10</th><th>vs anchor [95%]</th>
 <th>step</th><th>best so far</th>
 <th>diff</th><th>message</th></tr>{rows}</table>
 <h2>Budget used</h2><table>{usage}</table></body></html>"""
+
+
+def _verified_html(sc: Staircase) -> str:
+    """The verification of the run's top submissions (paired rounds at its end), if any."""
+    v = sc.verified
+    if v is None:
+        return ""
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(x.label)}{' (verified best)' if x.label == v.best else ''}</td>"
+        f"<td>{'-' if x.qps is None else f'{x.qps:,.0f}'}</td>"
+        f"<td>{'-' if x.relative is None else f'{x.relative.ratio:.3f}x [{x.relative.low:.3f}, {x.relative.high:.3f}]'}"
+        f"</td><td>{e('; '.join(x.problems))}</td></tr>" for x in v.entries)
+    b = v.best_vs_next
+    vs = (f"<p>{e(v.best or '')} against {e(b.against)}: {b.ratio:.3f}x [{b.low:.3f}, {b.high:.3f}]: "
+          f"{'told apart' if v.told_apart else 'cannot be told apart with these rounds'}.</p>") if b else ""
+    return (f"<h2>Verified best</h2><p>The top {len(v.entries)} valid submissions rescored in {v.rounds} paired "
+            f"rounds against each other and the anchor ({v.seconds:.0f} s).</p><table><tr><th>submission</th>"
+            f"<th>QPS (rounds)</th><th>vs anchor [95%]</th><th>problems</th></tr>{rows}</table>{vs}")

@@ -180,3 +180,42 @@ def test_charts_label_at_most_the_twelve_largest_transitions():
     labels = [a.text for a in staircase_figure(sc).layout.annotations if a.text.startswith("#")]
     assert len(labels) == MAX_LABELS and any(t.startswith("#1 ") for t in labels)
     assert any(t.startswith("#30 ") for t in labels)  # the largest jump is among them
+
+
+def test_a_step_within_noise_is_never_a_transition():
+    points = []
+    for i, (q, verdict) in enumerate([(100, None), (300, "within_noise"), (320, None), (900, "confirmed")], 1):
+        p = _pt(i, q)
+        p.best_so_far, p.verdict = q, verdict
+        points.append(p)
+    ts = find_transitions(points, 0.1)
+    # 100 -> 300 is a 3x rise, but its rematch could not tell it from 100: no transition there; the
+    # next rise (320, unchecked) is measured from the noisy best, and 900 is a confirmed jump.
+    assert [t.iteration for t in ts] == [1, 4]
+    assert ts[1].from_qps == 320 and ts[1].plateau_iterations == 2
+
+
+def test_report_shows_the_verified_best_and_draws_verdicts_in_the_png(tmp_path):
+    from harness.analysis.report import write_report
+    from harness.analysis.staircase import Staircase
+    from harness.scorer.record import Paired, Verification, VerifiedEntry
+
+    def paired(r, against):
+        return Paired(against=against, against_tree="t", rounds=6, ratio=r, low=r - 0.05, high=r + 0.05,
+                      qps=[1.0] * 6, other_qps=[1.0] * 6, seconds=3.0)
+
+    points = [_pt(1, 100), _pt(2, 300)]
+    points[0].best_so_far, points[1].best_so_far, points[1].verdict = 100, 300, "confirmed"
+    v = Verification(entries=[VerifiedEntry(label="iteration 2", iteration=2, tree="b", qps=300,
+                                            relative=paired(1.5, "anchor")),
+                              VerifiedEntry(label="iteration 1", iteration=1, tree="a", qps=100,
+                                            relative=paired(0.5, "anchor"))],
+                     best="iteration 2", best_iteration=2, best_vs_next=paired(3.0, "iteration 1"), told_apart=True,
+                     anchor_tree="x", rounds=6, seconds=3.0)
+    sc = Staircase(run_dir="r", name="r", model="m", points=points, transitions=find_transitions(points, 0.05),
+                   noise=0.02, threshold=0.05, usage={}, end_reason=None, verified=v)
+    png, page = write_report(sc, "iterations", tmp_path)
+    text = page.read_text()
+    assert "Verified best" in text and "iteration 2 (verified best)" in text and "1.500x [1.450, 1.550]" in text
+    assert "told apart" in text and png.stat().st_size > 10_000
+    assert sc.verified_best() is points[1]
