@@ -89,23 +89,10 @@ def load_staircase(run_dir: Path, *, jump: float | None = None) -> Staircase:
     for e in read_events(Path(run_dir)):
         state.apply(e)
         if isinstance(e, ScoreEvent):
-            s, usage = e.score, state.usage
-            sub = state.submissions.get(e.iteration)
+            s = e.score
             if s.valid and s.qps:
                 best = max(best or 0.0, s.qps)
-            hw = s.hardware
-            points.append(Point(
-                iteration=e.iteration, status=s.status.value, valid=s.valid, qps=s.qps, recall=s.recall,
-                qps_spread=s.qps_spread, message=sub.message if sub else "",
-                files_changed=sub.files_changed if sub else 0, lines_added=sub.lines_added if sub else 0,
-                lines_removed=sub.lines_removed if sub else 0, best_so_far=best,
-                at={"iterations": float(e.iteration), "tool_calls": float(usage.tool_calls),
-                    "tokens": float(usage.tokens), "dollars": usage.dollars, "hours": usage.hours},
-                hardware=f"{hw.cpu_model} server={hw.server_cpus} {hw.runner}", dataset=s.dataset,
-                relative_qps=s.relative_qps, relative_low=s.anchor.low if s.anchor else None,
-                relative_high=s.anchor.high if s.anchor else None,
-                anchor_qps=float(np.median(s.anchor.other_qps)) if s.anchor and s.anchor.other_qps else None,
-                verdict=s.step.verdict.value if s.step else None))
+            points.append(point_of(e, state, best))
     usage, start = state.usage, state.start
     spreads = [p.qps_spread - 1 for p in points if p.valid and p.qps_spread]
     noise = float(np.median(spreads)) if spreads else 0.05
@@ -117,6 +104,26 @@ def load_staircase(run_dir: Path, *, jump: float | None = None) -> Staircase:
                      end_reason=state.end.reason if state.end else None, status=state.status,
                      stop_reason=state.stopped.reason if state.stopped else None,
                      imported=bool(start and start.imported), verified=state.verified)
+
+
+def point_of(e: ScoreEvent, state: RunState, best: float | None) -> Point:
+    """The staircase point of a score, with the run's state as of that score (its usage, the
+    submission's message and diff) and the best valid QPS so far (this score included)."""
+    s, usage = e.score, state.usage
+    sub = state.submissions.get(e.iteration)
+    hw = s.hardware
+    return Point(
+        iteration=e.iteration, status=s.status.value, valid=s.valid, qps=s.qps, recall=s.recall,
+        qps_spread=s.qps_spread, message=sub.message if sub else "",
+        files_changed=sub.files_changed if sub else 0, lines_added=sub.lines_added if sub else 0,
+        lines_removed=sub.lines_removed if sub else 0, best_so_far=best,
+        at={"iterations": float(e.iteration), "tool_calls": float(usage.tool_calls),
+            "tokens": float(usage.tokens), "dollars": usage.dollars, "hours": usage.hours},
+        hardware=f"{hw.cpu_model} server={hw.server_cpus} {hw.runner}", dataset=s.dataset,
+        relative_qps=s.relative_qps, relative_low=s.anchor.low if s.anchor else None,
+        relative_high=s.anchor.high if s.anchor else None,
+        anchor_qps=float(np.median(s.anchor.other_qps)) if s.anchor and s.anchor.other_qps else None,
+        verdict=s.step.verdict.value if s.step else None)
 
 
 def find_transitions(points: list[Point], threshold: float) -> list[Transition]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.analysis.staircase import Point, Staircase, find_transitions
+from harness.analysis.staircase import Point, Staircase, find_transitions, point_of
 from harness.events import Event, IterationEnd, IterationStart, ModelCall, ScoreEvent, Stopped, parse_event
 from harness.ledger import EVENTS, lock_holder
 from harness.scorer.record import Score
@@ -135,24 +135,10 @@ class RunIndex:
                 self._score(e, row)
 
     def _score(self, e: ScoreEvent, row: IterationRow) -> None:
-        # As load_staircase builds its points (tests check the two agree).
-        s, usage = e.score, self.state.usage
-        sub = self.state.submissions.get(e.iteration)
+        s = e.score
         if s.valid and s.qps:
             self._best = max(self._best or 0.0, s.qps)
-        hw = s.hardware
-        p = Point(
-            iteration=e.iteration, status=s.status.value, valid=s.valid, qps=s.qps, recall=s.recall,
-            qps_spread=s.qps_spread, message=sub.message if sub else "",
-            files_changed=sub.files_changed if sub else 0, lines_added=sub.lines_added if sub else 0,
-            lines_removed=sub.lines_removed if sub else 0, best_so_far=self._best,
-            at={"iterations": float(e.iteration), "tool_calls": float(usage.tool_calls),
-                "tokens": float(usage.tokens), "dollars": usage.dollars, "hours": usage.hours},
-            hardware=f"{hw.cpu_model} server={hw.server_cpus} {hw.runner}", dataset=s.dataset,
-            relative_qps=s.relative_qps, relative_low=s.anchor.low if s.anchor else None,
-            relative_high=s.anchor.high if s.anchor else None,
-            anchor_qps=float(np.median(s.anchor.other_qps)) if s.anchor and s.anchor.other_qps else None,
-            verdict=s.step.verdict.value if s.step else None)
+        p = point_of(e, self.state, self._best)
         self.points.append(p)
         self.scores[e.iteration] = s
         row.status, row.qps, row.recall = s.status.value, s.qps, s.recall
