@@ -141,7 +141,7 @@ def test_command_scaffold_runs_iterations_with_a_shell_agent(scaffold_image: str
     fake_openai.replies += [
         Reply("sed -i '1i // iteration 1 was here' src/distance.rs && head -2 src/distance.rs"),
         Reply("submit 'a comment in distance.rs'"),
-        Reply(FIND_CANARY),
+        Reply(FIND_CANARY + "; stat -c 'socket mode %a' /run/staircase/gateway.sock"),
         Reply("echo '// iteration 2' >> src/db.rs; submit 'a comment in db.rs'"),
         Reply("echo '// iteration 3, cut short' >> src/db.rs"),
     ]
@@ -167,6 +167,7 @@ def test_command_scaffold_runs_iterations_with_a_shell_agent(scaffold_image: str
     refused = [e for e in events if isinstance(e, GatewayCall) and e.status != 200]
     assert any(e.error and e.error.startswith("budget_exhausted") for e in refused)
     assert "canary hits: [0]" in _asked(fake_openai)
+    assert "socket mode 660" in _asked(fake_openai)  # the sandbox's group only, not every local user
     assert (run_dir / "iterations/0001/agent-0.log").read_text().startswith("# exit status 0")
     assert "the gateway refused step 2" in (run_dir / "iterations/0003/agent-0.log").read_text()
     _assert_clean(run_dir)

@@ -10,6 +10,7 @@ it (the network stays off). The harness keeps the budget, the key, the record an
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import sys
 import tempfile
@@ -49,9 +50,25 @@ class ScaffoldRuntime:
         from harness.sandbox.docker_backend import DockerSandbox
 
         config = run.cfg.sandbox.model_copy(update={"image": scaffold_image(run)})
-        return DockerSandbox.start(run.workspace.path, config, dev_data=run.dataset.dev_files(),
-                                   log_dir=run.dir / "sandbox-logs", labels={RUN_LABEL: run.id},
-                                   on_wait=run._waiting("docker"), gateway_dir=self.dir)
+        sandbox = DockerSandbox.start(run.workspace.path, config, dev_data=run.dataset.dev_files(),
+                                      log_dir=run.dir / "sandbox-logs", labels={RUN_LABEL: run.id},
+                                      on_wait=run._waiting("docker"), gateway_dir=self.dir)
+        self.restrict_to(sandbox.user)
+        return sandbox
+
+    def restrict_to(self, user: str) -> None:
+        """Only the sandbox's group (and the harness) may reach the socket, not every local user."""
+        parts = user.split(":")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            return  # a user name: its group is not known here; the socket stays open to all
+        gid = int(parts[1])
+        socket_path = self.dir / SOCKET_NAME
+        try:
+            for path, mode in ((self.dir, 0o750), (socket_path, 0o660)):
+                os.chown(path, -1, gid)
+                path.chmod(mode)
+        except OSError:
+            pass  # not ours to give (a harness without that group): left as it was
 
     def close(self) -> None:
         if not self._closed:
