@@ -69,7 +69,7 @@ def _table(summary: SweepSummary) -> Table:
     for r in summary.runs:
         t.add_row(r.run_id, r.group, str(r.seed), r.status, str(r.iterations),
                   f"{r.best_valid_qps:,.0f}" if r.best_valid_qps else "-", r.node[:16], str(r.launches),
-                  (r.last_exit or "-")[:60])
+                  (r.last_exit or "-").split(":")[0])
     return t
 
 
