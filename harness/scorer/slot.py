@@ -15,6 +15,7 @@ import fcntl
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,36 +45,69 @@ def iso(t: datetime) -> str:
 
 
 @contextmanager
-def scorer_slot(*, on_wait: Callable[[str], None] | None = None, poll_s: float = 0.2) -> Iterator[Held]:
+def scorer_slot(*, on_wait: Callable[[str], None] | None = None, poll_s: float = 0.1) -> Iterator[Held]:
     """Hold the machine's scorer slot for the block. ``on_wait`` is told once, with who holds it,
-    when the slot is busy; the block starts when the holder lets go (or dies)."""
+    when the slot is busy; the block starts when the holder lets go (or dies).
+
+    Waiters are served first come, first served: each takes a ticket (a file in ``queue/`` named
+    by the time it came, locked by its owner while it waits) and tries the slot only when no live
+    ticket is older, so a process that scores back to back cannot starve the others. A ticket
+    whose owner died is unlocked by the kernel and removed by the next waiter that looks."""
     d = slot_dir()
-    d.mkdir(parents=True, exist_ok=True)
-    try:
-        os.chmod(d, 0o1777)  # shared by every user of the machine, like /tmp
-    except PermissionError:
-        pass
+    queue = d / "queue"
+    queue.mkdir(parents=True, exist_ok=True)
+    for folder in (d, queue):
+        try:
+            os.chmod(folder, 0o1777)  # shared by every user of the machine, like /tmp
+        except PermissionError:
+            pass
+    name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    pending = queue / f".{name}"
+    ticket_fd = os.open(pending, os.O_RDWR | os.O_CREAT, 0o666)
+    fcntl.flock(ticket_fd, fcntl.LOCK_EX)  # locked before it is visible: never taken for a dead one
+    ticket = queue / name
+    os.rename(pending, ticket)
     path = d / "slot-0.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     t0 = time.monotonic()
     try:
         told = False
         while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not told and on_wait is not None:
-                    holder = _read(path)
-                    on_wait(f"waiting for the machine's scorer slot (held by {holder or 'another scoring'})")
-                    told = True
-                time.sleep(poll_s)
+            if not any(_live(t) for t in sorted(queue.glob("[0-9]*")) if t.name < name):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    pass
+            if not told and on_wait is not None:
+                holder = _read(path)
+                on_wait(f"waiting for the machine's scorer slot (held by {holder or 'another scoring'})")
+                told = True
+            time.sleep(poll_s)
         note = f"pid {os.getpid()} on {socket.gethostname()} since {iso(utc_now())}"
         os.ftruncate(fd, 0)
         os.pwrite(fd, note.encode(), 0)
         yield Held(name=f"{socket.gethostname()}/slot-0", waited_s=round(time.monotonic() - t0, 3), since=utc_now())
     finally:
-        os.close(fd)  # releases the lock
+        os.close(fd)  # releases the slot
+        ticket.unlink(missing_ok=True)
+        os.close(ticket_fd)
+
+
+def _live(ticket: Path) -> bool:
+    """Whether a waiter's ticket is held by a live process (a dead one's is removed)."""
+    try:
+        fd = os.open(ticket, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    ticket.unlink(missing_ok=True)  # we could lock it: its owner is gone
+    return False
 
 
 def _read(path: Path) -> str:
