@@ -197,8 +197,7 @@ class RayExecutor:
 
     def __init__(self, spec: SweepSpec, address: str | None = None) -> None:
         self.spec, self.address = spec, address
-        self.stopping = threading.Event()
-        self.placed: list[tuple[str, str]] = []  # (run, node) for every launch
+        self.stopping = threading.Event()  # set: a lost run is not moved again
 
     def run(self, jobs: list[Job], sweep: Sweep) -> None:
         # Ray's own messages (a node's death, its workers' logs) go to the process's stdout: while
