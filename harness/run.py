@@ -141,6 +141,15 @@ class Run:
         except BaseException:
             ledger.close()
             raise
+        if run._sandbox_factory is _docker_sandbox:
+            # What a killed process of this run left running (its sandbox, the scorer's anchor and
+            # kept servers): no process of the run is alive now that we hold its lock.
+            from harness.sandbox.docker_backend import remove_labelled
+
+            try:
+                remove_labelled(RUN_LABEL, run.id)
+            except Exception:  # an unreachable engine is waited for where it is needed
+                pass
         if resume:
             run.ledger.append(RunResume(repaired_bytes=ledger.repaired_bytes, host=platform.node(), pid=os.getpid()))
         return run
