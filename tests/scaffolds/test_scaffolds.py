@@ -98,10 +98,13 @@ def test_the_sandbox_reaches_the_gateway_and_nothing_else(scaffold_image: str, f
     sb = DockerSandbox.start(workspace, SandboxConfig(image=scaffold_image), gateway_dir=gw_dir)
     try:
         gateway.begin(1, 0)
-        fake_openai.replies.append(Reply("hello from the fake provider"))
+        fake_openai.replies += [Reply("hello from the fake provider"), Reply("streamed, translated")]
         bridge = _bridge_gateway(docker_client)
         probe = ("curl -sS -m 5 $OPENAI_BASE_URL/chat/completions -H 'content-type: application/json' "
                  "-d '{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}'; echo; "
+                 "curl -sS -N -m 5 $ANTHROPIC_BASE_URL/v1/messages -H 'content-type: application/json' "
+                 "-d '{\"model\": \"claude\", \"max_tokens\": 50, \"stream\": true, "
+                 "\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}' | grep -E '^event: |text_delta'; "
                  "echo interfaces: $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '); "
                  "(exec 3<>/dev/tcp/10.255.255.1/80) 2>&1 | tail -1; "
                  f"(exec 3<>/dev/tcp/{bridge}/{fake_openai.port}) 2>&1 | tail -1; "
@@ -115,13 +118,15 @@ def test_the_sandbox_reaches_the_gateway_and_nothing_else(scaffold_image: str, f
         out = r.stdout
         answer = json.loads(out.splitlines()[0])
         assert answer["choices"][0]["message"]["content"] == "hello from the fake provider"
-        assert "interfaces: lo" in out.splitlines()[1]
+        # The Anthropic protocol, streamed through the forwarder, served by the OpenAI-protocol provider.
+        assert "event: message_start" in out and "event: message_stop" in out and "streamed, translated" in out
+        assert "interfaces: lo" in out
         assert out.count("Network is unreachable") >= 2
         assert "Couldn't connect" in out or "Failed to connect" in out or "unreachable" in out.lower()
         assert "no DNS" in out
         assert "canary hits: [0]" in out
         assert fake_openai.headers[-1]["authorization"] == f"Bearer {CANARY}"  # the key went only upstream
-        assert [e.status for e in read_events(ledger.run_dir) if isinstance(e, GatewayCall)] == [200]
+        assert [e.status for e in read_events(ledger.run_dir) if isinstance(e, GatewayCall)] == [200, 200]
     finally:
         sb.stop()
         gateway.close()
