@@ -20,11 +20,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 from pydantic import BaseModel
 
 from harness.scorer.base import Incumbent
-from harness.scorer.paired import bootstrap_median
 from harness.scorer.scorer import BenchmarkScorer
 from harness.scorer.submission import prepare, tree_hash
 
@@ -36,7 +34,6 @@ NEIGHBOURS: list[tuple[str, float] | None] = [None, ("cpu", 0.6), ("membw", 0.5)
 # A hog: busy for duty x 50 ms, then idle for the rest of 50 ms, until killed.
 HOG = r"""
 import sys, time
-import numpy as np
 kind, duty = sys.argv[1], float(sys.argv[2])
 a = np.ones(16 << 20, dtype=np.float32); b = np.empty_like(a)  # 64 MB each: far beyond the caches
 period = 0.05
@@ -159,27 +156,22 @@ def rescore(scorer: BenchmarkScorer, path: Path, n: int, case: str, log: Log) ->
 
 
 def match(scorer: BenchmarkScorer, a: Path, b: Path, tries: int, kind: str, log: Log) -> Match:
-    """``tries`` verifications of ``a`` against ``b`` in paired rounds: the verdict is ``confirmed``
-    when ``a`` is the verified best and the interval of its ratio to ``b`` is above 1 +
-    ``min_effect``."""
+    """``tries`` sessions of paired rounds of ``a`` against ``b`` (each built, loaded and warmed once):
+    the verdict is ``confirmed`` when the interval of a/b is above 1 + ``min_effect``, as for a
+    claimed step in a run."""
     m = Match(kind=kind, ratios=[], lows=[], highs=[], verdicts=[])
     with tempfile.TemporaryDirectory() as tmp:
         ta = tree_hash(prepare(a, Path(tmp) / "a"))
         tb = tree_hash(prepare(b, Path(tmp) / "b"))
-    for i in range(tries):
-        log(f"{kind}: try {i + 1} of {tries}")
-        v = scorer.verify([Incumbent(path=a, tree=ta, qps=0, label="A"), Incumbent(path=b, tree=tb, qps=0, label="B")])
-        entries = {e.label: e for e in v.entries}
-        ra, rb = entries["A"].relative, entries["B"].relative
-        if ra is None or rb is None:
-            raise RuntimeError(f"try {i + 1}: a side was not measured: {entries['A'].problems + entries['B'].problems}")
-        # A over B round by round: the ratio of their ratios to the anchor is each round's A/B.
-        ab = [x / y for x, y in zip(ra.qps, rb.qps, strict=False) if y > 0]
-        lo, hi = bootstrap_median(np.asarray(ab), np.random.default_rng())
-        ratio = float(np.median(ab))
-        m.ratios.append(round(ratio, 4))
-        m.lows.append(round(lo, 4))
-        m.highs.append(round(hi, 4))
-        m.verdicts.append("confirmed" if lo > 1 + scorer.cfg.min_effect else "within_noise")
-        log(f"  A/B {ratio:.3f} [{lo:.3f}, {hi:.3f}]: {m.verdicts[-1]}")
+    log(f"{kind}: {tries} tries")
+    results = scorer.match(Incumbent(path=a, tree=ta, qps=0, label="A"), Incumbent(path=b, tree=tb, qps=0, label="B"),
+                           tries)
+    for i, (ab, _) in enumerate(results):
+        if ab is None:
+            raise RuntimeError(f"try {i + 1}: too few rounds measured both sides")
+        m.ratios.append(ab.ratio)
+        m.lows.append(ab.low)
+        m.highs.append(ab.high)
+        m.verdicts.append("confirmed" if ab.low > 1 + scorer.cfg.min_effect else "within_noise")
+        log(f"  try {i + 1}: A/B {ab.ratio:.3f} [{ab.low:.3f}, {ab.high:.3f}]: {m.verdicts[-1]}")
     return m

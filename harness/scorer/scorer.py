@@ -597,6 +597,32 @@ class BenchmarkScorer:
                             told_apart=(vs.low > 1 or vs.high < 1) if vs else None, anchor_tree=anchor.tree,
                             rounds=self.cfg.pair_rounds, seconds=round(seconds, 3))
 
+    def match(self, a: Incumbent, b: Incumbent, tries: int) -> list[tuple[Paired | None, Paired | None]]:
+        """``tries`` independent sessions of paired rounds of ``a`` against ``b`` (and the anchor),
+        both built, loaded and warmed once: per try, a against b and a against the anchor."""
+        out: list[tuple[Paired | None, Paired | None]] = []
+        with scorer_slot(on_wait=self._slot_waiting):
+            anchor = self._ensure_anchor()
+            made = []
+            try:
+                for e in (a, b):
+                    self.log(f"starting {e.label}")
+                    made.append(self._contender(e.label, e.path, cache_binary=False))
+                for t in range(tries):
+                    clock = Stopwatch()
+                    io = Path(tempfile.mkdtemp(prefix=f"match-{t}-", dir=self._servers_dir))
+                    series = self._rounds([*made, anchor], io)
+                    sa, sb = series[a.label], series[b.label]
+                    out.append((paired(sa, sb, against=b.label, against_tree=made[1].tree, seconds=clock.seconds,
+                                       rng=self._rng),
+                                paired(sa, series[anchor.label], against="anchor", against_tree=anchor.tree,
+                                       seconds=clock.seconds, rng=self._rng)))
+                    shutil.rmtree(io, ignore_errors=True)
+            finally:
+                for c in made:
+                    c.server.stop()
+        return out
+
     def _rounds(self, contenders: list[Contender], io: Path) -> dict[str, Series]:
         io.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:
