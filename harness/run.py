@@ -91,7 +91,7 @@ class Run:
         self.budget = Budget(cfg.budget, self.state.usage)
         self.workspace = Workspace(self.dir / "workspace", self.dir / "workspace.git")
         self.dataset = DatasetStore(cfg.dataset.data_dir).get(cfg.dataset.name)
-        self.model = model or make_model(cfg.model, self.dir, on_wait=self._waiting("model_api"))
+        self.model = model or make_model(cfg.model, self.dir, on_wait=self._waiting("model_api"), seed=cfg.seed)
         self._sandbox_factory = sandbox_factory or _docker_sandbox
         self._scorer_factory = scorer_factory or _docker_scorer
         self.stop = StopSignals()

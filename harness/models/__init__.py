@@ -9,13 +9,15 @@ from harness.config import ModelConfig
 from harness.models.base import Model
 
 
-def make_model(cfg: ModelConfig, run_dir: Path | None = None, on_wait: Callable[[str], None] | None = None) -> Model:
+def make_model(cfg: ModelConfig, run_dir: Path | None = None, on_wait: Callable[[str], None] | None = None,
+               seed: int | None = None) -> Model:
     """The model a config names. Provider SDKs are imported only when used. ``on_wait`` is told
-    each time a provider's call waits to be retried (an outage, a rate limit)."""
+    each time a provider's call waits to be retried (an outage, a rate limit). ``seed``: the run's
+    seed (the scripted model's path; an OpenAI-compatible request's sampling seed)."""
     if cfg.provider == "scripted":
         from harness.models.scripted import ScriptedModel
 
-        return ScriptedModel.from_config(cfg.script)
+        return ScriptedModel.from_config(cfg.script, seed=seed or 0)
     if cfg.provider == "replay":
         from harness.models.replay import ReplayModel
 
@@ -31,7 +33,7 @@ def make_model(cfg: ModelConfig, run_dir: Path | None = None, on_wait: Callable[
     if cfg.provider == "openai":
         from harness.models.openai_model import OpenAIModel
 
-        return OpenAIModel(cfg, prices, retry)
+        return OpenAIModel(cfg, prices, retry, seed=seed)
     from harness.models.anthropic_model import AnthropicModel
 
     return AnthropicModel(cfg, prices, retry)

@@ -68,9 +68,6 @@ def test_two_seeds_two_staircases_one_seed_one(tmp_path: Path) -> None:
     assert a != b
 
 
-@pytest.mark.xfail(strict=True, reason="needs the run's seed passed to the model: make_model(cfg.model, ..., "
-                                       "seed=cfg.seed) in harness/run.py and harness/models/__init__.py "
-                                       "(see notes/issue-18.md); remove this mark when it is there")
 def test_a_run_gives_its_seed_to_the_scripted_model(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, **{"model.script": "reference", "seed": 3})
     run = Run.create(cfg, tmp_path / "run", **factories())  # type: ignore[arg-type]
