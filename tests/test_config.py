@@ -16,6 +16,15 @@ def test_shipped_configs_validate(path):
     assert cfg.name
 
 
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "sweeps").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_sweeps_validate_with_every_run_config(path):
+    from harness.sweep.spec import load_sweep, plan
+
+    spec, _ = load_sweep(path)
+    assert plan(spec)  # every entry's run config loads, with the sweep's overrides
+
+
 def test_misspelled_key_names_field_and_file(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("model:\n  provder: openai\n")

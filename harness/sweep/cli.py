@@ -75,7 +75,7 @@ def _table(summary: SweepSummary) -> Table:
 
 @app.command("start")
 def start(
-    sweep_file: Annotated[Path, typer.Argument(help="A sweep file (see configs/sweep-demo.yaml).")],
+    sweep_file: Annotated[Path, typer.Argument(help="A sweep file (see configs/sweeps/demo.yaml).")],
     set_: Sets = None,
     sweep_dir: Annotated[Path | None, typer.Option(help="Where to write the sweep (default runs/sweep-<name>-<time>).")]
     = None,
