@@ -17,6 +17,7 @@ from harness.console import emit_json, err, fail, log
 from harness.sweep.record import SweepLocked
 from harness.sweep.spec import SweepSpec, default_concurrency, load_sweep
 from harness.sweep.sweep import Executor, Sweep, SweepSummary, sweep_summary
+from harness.view.cli import view_command
 
 
 class _SweepGroup(TyperGroup):
@@ -93,6 +94,7 @@ def start(
     except (ConfigError, FileExistsError, SweepLocked) as e:
         fail(str(e))
     log(f"sweep directory: {sweep.dir} ({len(sweep.state.runs)} runs, executor {ex.name})")
+    log(f"watch it in a browser: {view_command(sweep.dir)}")
     _finish(sweep.execute(ex), json)
 
 
@@ -114,6 +116,7 @@ def resume(
     except BaseException:
         sweep.close()
         raise
+    log(f"watch it in a browser: {view_command(sweep_dir)}")
     _finish(sweep.execute(ex, resumed=True), json)
 
 
