@@ -54,15 +54,63 @@ def entry_trees(entry: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _best_index(benches: list[dict[str, Any]]) -> int | None:
-    """The benchmark the agent copied ``src/`` to ``src_best_qps/`` for last: the first with the
-    highest QPS among those whose recall passed (agent/src/tools.rs: only a strictly higher QPS
-    replaces the best)."""
+def _wrote_benchmark(r: dict[str, Any]) -> bool:
+    """Whether a logged tool result is one that wrote a ``benchmarks/`` file (an error did not)."""
+    return r.get("event") == "tool_result" and r.get("tool") in BENCH_TOOLS and (
+        (r.get("result") or {}).get("type") != "Error")
+
+
+def benchmark_tools(records: list[dict[str, Any]], n_files: int) -> list[str]:
+    """Which tool wrote each ``benchmarks/`` file, in file order: the logged results that were not
+    errors, then ``finish`` for a file past them when the session hit its tool-call limit (the
+    agent runs that finish itself and logs no result for it), else ``run_benchmark``."""
+    tools = [str(r.get("tool")) for r in records if _wrote_benchmark(r)][:n_files]
+    ended = next((r.get("reason") for r in records if r.get("event") == "session_end"), None)
+    while len(tools) < n_files:
+        tools.append("finish" if ended == "tool_call_limit" and len(tools) == n_files - 1 else "run_benchmark")
+    return tools
+
+
+def _best_index(benches: list[dict[str, Any]], tools: list[str]) -> int | None:
+    """The benchmark whose sources ``src_best_qps/`` holds: the first ``run_benchmark`` with the
+    highest QPS among those whose recall passed (agent/src/tools.rs copies ``src/`` there only for
+    a ``run_benchmark`` result with a strictly higher QPS; never for ``finish``)."""
     best: int | None = None
     for i, b in enumerate(benches):
-        if _passed(b) and (best is None or (b.get("qps") or 0) > (benches[best].get("qps") or 0)):
+        if tools[i] == "run_benchmark" and _passed(b) and (
+                best is None or (b.get("qps") or 0) > (benches[best].get("qps") or 0)):
             best = i
     return best
+
+
+def published_variant(entry: Path, qps: float | None) -> str:
+    """Which variant's sources the published figure ``qps`` was measured on: ``final`` when a
+    ``finish`` benchmark measured it (it ran on ``src/``), else ``best``."""
+    records = _records(entry)
+    files = sorted((entry / "benchmarks").glob("benchmark_*.json")) if (entry / "benchmarks").is_dir() else []
+    tools = benchmark_tools(records, len(files))
+    for f, tool in zip(files, tools, strict=True):
+        try:
+            b = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if qps is not None and b.get("qps") == qps:
+            return "final" if tool == "finish" else "best"
+    return "best"
+
+
+def _records(entry: Path) -> list[dict[str, Any]]:
+    log_path = entry / "agent_log.jsonl"
+    out = []
+    if log_path.is_file():
+        for line in log_path.read_text(errors="replace").splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(r, dict):
+                out.append(r)
+    return out
 
 
 def _passed(b: dict[str, Any]) -> bool:
@@ -75,15 +123,16 @@ def import_entry(entry: Path, run_dir: Path) -> dict[str, Any]:
         raise ValueError(f"{entry}: no agent_log.jsonl; not a KCORES leaderboard entry")
     if (run_dir / "events.jsonl").exists():
         raise ValueError(f"{run_dir} already holds a run")
-    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    records = _records(entry)
     bench_files = sorted((entry / "benchmarks").glob("benchmark_*.json")) if (entry / "benchmarks").is_dir() else []
     benches = [json.loads(f.read_text()) for f in bench_files]
     trees = entry_trees(entry)
+    tools = benchmark_tools(records, len(benches))
     # Which benchmark each variant's sources were measured by: best's the best passing one, final's the last.
     tree_of: dict[int, dict[str, Any]] = {}
     if "final" in trees and benches:
         tree_of[len(benches) - 1] = {"variant": "final", **trees["final"]}
-    best_i = _best_index(benches)
+    best_i = _best_index(benches, tools)
     if "best" in trees and best_i is not None:
         tree_of[best_i] = {"variant": "best", **trees["best"]}
     start: dict[str, Any] = next((r for r in records if r.get("event") == "session_start"), {})
@@ -100,13 +149,13 @@ def import_entry(entry: Path, run_dir: Path) -> dict[str, Any]:
             events.append({"type": "tool_call", "ts": at, "iteration": n + 1, "name": r.get("tool"),
                            "arguments": r.get("arguments", ""), "call_id": r.get("tool_call_id") or "", "output": "",
                            "is_error": False})
-        elif r.get("event") == "tool_result" and r.get("tool") in BENCH_TOOLS and n < len(benches):
+        elif _wrote_benchmark(r) and n < len(benches):
             n += 1
             events += _scored(n, at, benches[n - 1], r.get("tool"), model, tree_of.get(n - 1))
         elif r.get("event") == "session_end":
             events.append({"type": "run_end", "ts": at, "reason": f"kcores: {r.get('reason', 'ended')}"})
     for k in range(n, len(benches)):  # benchmarks the log does not mention, in file order
-        events += _scored(k + 1, t, benches[k], "run_benchmark", model, tree_of.get(k))
+        events += _scored(k + 1, t, benches[k], tools[k], model, tree_of.get(k))
         n = k + 1
     if not any(e["type"] == "run_end" for e in events):
         events.append({"type": "run_end", "ts": t, "reason": "kcores: imported"})

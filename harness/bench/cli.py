@@ -178,7 +178,9 @@ def kcores_cmd(
                                             "models (by published QPS).")] = None,
     every_entry: Annotated[bool, typer.Option("--every-entry", help="Every entry, not one per model.")] = False,
     dataset: Annotated[str | None, typer.Option(help="Dataset (default: the config's).")] = None,
-    variant: Annotated[str, typer.Option(help="best (src_best_qps/) or final (src/).")] = "best",
+    variant: Annotated[str, typer.Option(help="published (the sources the published figure was measured on: "
+                                         "final when finish measured it), best (src_best_qps/) or final (src/).")] = (
+        "published"),
     leaderboard: Annotated[Path | None, typer.Option(help="The original's results/leaderboard.json (default: found "
                                                      "beside or in the entries folder).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Measure again even if a score is cached.")] = False,
@@ -190,8 +192,8 @@ def kcores_cmd(
     published QPS and recall beside ours."""
     from harness.bench import kcores as kb
 
-    if variant not in ("best", "final"):
-        fail(f"--variant: choose best or final (got {variant!r})")
+    if variant not in ("published", "best", "final"):
+        fail(f"--variant: choose published, best or final (got {variant!r})")
     try:
         found = kb.pick(kb.find_entries(entries, leaderboard), top, every_entry)
         cfg = load_config(config, ["scorer.protocol=kcores", *(set_ or [])])
@@ -218,11 +220,12 @@ def kcores_cmd(
     t = Table(title=(f"KCORES entries ({variant}): published (SIFT-1M, 4 server CPUs) vs ours on {report.dataset} "
                      f"({report.n_base:,} vectors), {report.runner} runner, server cpus {report.server_cpus}; "
                      f"{report.cpu_model}"), title_justify="left")
-    for col in ("entry", "model", "published QPS", "published recall", "status", "QPS", "recall", "reason"):
+    for col in ("entry", "model", "variant", "published QPS", "published recall", "status", "QPS", "recall",
+                "reason"):
         t.add_column(col, overflow="fold")
     for r in report.rows:
         p = r.published
-        t.add_row(r.entry, r.model, "-" if p.qps is None else f"{p.qps:,.1f}",
+        t.add_row(r.entry, r.model, r.variant, "-" if p.qps is None else f"{p.qps:,.1f}",
                   "-" if p.recall is None else f"{p.recall:.4f}", r.status or "-",
                   "-" if r.qps is None else f"{r.qps:,.1f}", "-" if r.recall is None else f"{r.recall:.4f}", r.reason)
     err.print(t)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from harness.analysis.kcores_import import published_variant
 from harness.scorer.base import Scorer
 from harness.scorer.record import Score
 
@@ -38,6 +39,8 @@ class Entry(BaseModel):
     path: str
     model: str
     published: Published
+    variant: str = Field("best", description="the variant the published figure was measured on: final when "
+                         "a finish benchmark measured it (on src/), else best (src_best_qps/)")
 
 
 class EntryRow(BaseModel):
@@ -46,6 +49,7 @@ class EntryRow(BaseModel):
     entry: str
     model: str
     published: Published
+    variant: str
     status: str | None = None
     qps: float | None = None
     recall: float | None = None
@@ -143,7 +147,8 @@ def find_entries(entries_dir: Path, leaderboard: Path | None = None) -> list[Ent
             model = str(row.get("model_name") or _model(d))
         else:
             pub, model = _published_in_entry(d), _model(d)
-        out.append(Entry(name=d.name, path=str(d), model=model, published=pub))
+        out.append(Entry(name=d.name, path=str(d), model=model, published=pub,
+                         variant=published_variant(d, pub.qps)))
     if not out:
         raise ValueError(f"--entries: no KCORES entry (Cargo.toml with src/ or src_best_qps/) in {entries_dir}")
     out.sort(key=lambda e: (-(e.published.qps or 0), -(e.published.recall or 0), e.name))
@@ -162,15 +167,17 @@ def pick(entries: list[Entry], top: int | None, every_entry: bool = False) -> li
     return chosen[:top] if top else chosen
 
 
-def score_entries(scorer: Scorer, entries: list[Entry], variant: Literal["best", "final"], log: Log,
+def score_entries(scorer: Scorer, entries: list[Entry], variant: Literal["published", "best", "final"], log: Log,
                   *, use_cache: bool = True) -> list[EntryRow]:
-    """Score each entry, one at a time, and pair it with its published figure."""
+    """Score each entry, one at a time, and pair it with its published figure. ``published``
+    scores each entry's sources that the published figure was measured on."""
     rows = []
     for i, e in enumerate(entries, 1):
-        log(f"[{i}/{len(entries)}] {e.name} ({e.model}): published {e.published.qps or 0:,.1f} QPS")
-        s = scorer.score(Path(e.path), variant=variant, use_cache=use_cache)
+        which = e.variant if variant == "published" else variant
+        log(f"[{i}/{len(entries)}] {e.name} ({e.model}, {which}): published {e.published.qps or 0:,.1f} QPS")
+        s = scorer.score(Path(e.path), variant=which, use_cache=use_cache)
         log(f"[{i}/{len(entries)}] {e.name}: {s.status.value}: {s.reason}")
-        rows.append(EntryRow(entry=e.name, model=e.model, published=e.published, status=s.status.value, qps=s.qps,
-                             recall=s.recall, reason=s.reason, phase_seconds=s.phase_seconds,
-                             left_out=s.left_out or [], score=s))
+        rows.append(EntryRow(entry=e.name, model=e.model, published=e.published, variant=which,
+                             status=s.status.value, qps=s.qps, recall=s.recall, reason=s.reason,
+                             phase_seconds=s.phase_seconds, left_out=s.left_out or [], score=s))
     return rows

@@ -122,6 +122,28 @@ def test_import_names_the_trees_score_lays_out(tmp_path):
     assert "left_out" not in scores[0]  # an unset later field stays out of the record
 
 
+def test_which_sources_each_benchmark_measured(tmp_path):
+    """src_best_qps/ is copied for a run_benchmark only, never for finish (agent/src/tools.rs); a
+    failed benchmark wrote no file; the finish the agent runs at the tool-call limit logs no result."""
+    from harness.analysis.kcores_import import published_variant
+
+    entry = make_entry(tmp_path)
+    lines = [json.loads(x) for x in (entry / "agent_log.jsonl").read_text().splitlines()]
+    error = [{"event": "tool_call", "index": 9, "tool": "run_benchmark", "arguments": "{}", "tool_call_id": "e",
+              "timestamp": "2026-02-19T19:00:10Z"},
+             {"event": "tool_result", "index": 9, "tool": "run_benchmark", "tool_call_id": "e",
+              "result": {"type": "Error", "message": "Build failed"}, "timestamp": "2026-02-19T19:00:20Z"}]
+    # the finish (the third file) is now the agent's own, at the limit, and the highest QPS
+    lines = lines[:1] + error + lines[1:5] + [{"event": "session_end", "reason": "tool_call_limit",
+                                               "timestamp": "2026-02-19T19:09:00Z"}]
+    (entry / "agent_log.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    (entry / "benchmarks" / "benchmark_003.json").write_text(json.dumps(
+        {"qps": 90.0, "total_queries": 10000, "recall": 0.99, "recall_threshold": 0.95, "recall_passed": True}))
+    out = import_entry(entry, tmp_path / "runs" / "imported")
+    assert out["submissions"] == 3 and out["variant_iterations"] == {"best": 2, "final": 3}
+    assert published_variant(entry, 90.0) == "final" and published_variant(entry, 80.0) == "best"
+
+
 @pytest.mark.rust
 @pytest.mark.slow
 @needs_cargo
@@ -208,7 +230,7 @@ def test_bench_kcores_ranks_models_and_prints_published_beside_measured(tmp_path
     assert [e.name for e in found] == ["a-turn-2", "a-turn-1", "b-turn-1", "c-turn-1"]
     assert [e.name for e in kb.pick(found, 2)] == ["a-turn-2", "b-turn-1"]
     assert len(kb.pick(found, None, every_entry=True)) == 4
-    assert found[0].published.source == "leaderboard.json (best_benchmark)"
+    assert found[0].published.source == "leaderboard.json (best_benchmark)" and found[0].variant == "best"
 
     recorded = _Recorded(small_dataset)
     monkeypatch.setattr("harness.scorer.scorer.BenchmarkScorer.from_config", lambda cfg, ds: recorded)
