@@ -96,7 +96,7 @@ def load_staircase(run_dir: Path, *, jump: float | None = None) -> Staircase:
     usage, start = state.usage, state.start
     spreads = [p.qps_spread - 1 for p in points if p.valid and p.qps_spread]
     noise = float(np.median(spreads)) if spreads else 0.05
-    threshold = jump if jump is not None else max(0.05, 2 * noise)
+    threshold = jump if jump is not None else max(MIN_JUMP, 2 * noise)
     return Staircase(run_dir=str(run_dir), name=start.name if start else Path(run_dir).name,
                      model=start.model if start else "?", points=points,
                      transitions=find_transitions(points, threshold), noise=noise, threshold=threshold,
@@ -126,6 +126,9 @@ def point_of(e: ScoreEvent, state: RunState, best: float | None) -> Point:
         verdict=s.step.verdict.value if s.step else None)
 
 
+MIN_JUMP = 0.05  # the least rise of the best that is a transition
+
+
 def find_transitions(points: list[Point], threshold: float) -> list[Transition]:
     """Iterations where the best valid QPS rose by more than ``threshold`` over the best before it
     (small gains do not add up to a transition); the first valid score is a transition from nothing.
@@ -140,7 +143,10 @@ def find_transitions(points: list[Point], threshold: float) -> list[Transition]:
             since += 1
             prev = cur
             continue
-        if cur is not None and (prev is None or cur > prev * (1 + threshold)):
+        # A confirmed step has been told apart from the best before it in paired rounds: the noise
+        # the threshold guards against is already ruled out, so only the least jump (5%) applies.
+        least = MIN_JUMP if p.verdict == "confirmed" else threshold
+        if cur is not None and (prev is None or cur > prev * (1 + least)):
             out.append(Transition(iteration=p.iteration, from_qps=prev, to_qps=cur,
                                   ratio=round(cur / prev, 3) if prev else None, plateau_iterations=since,
                                   message=p.message, lines_changed=p.lines_added + p.lines_removed))

@@ -193,6 +193,11 @@ def test_a_step_within_noise_is_never_a_transition():
     # next rise (320, unchecked) is measured from the noisy best, and 900 is a confirmed jump.
     assert [t.iteration for t in ts] == [1, 4]
     assert ts[1].from_qps == 320 and ts[1].plateau_iterations == 2
+    # A confirmed step needs only the least jump (5%), not the raw-noise threshold.
+    steps = [_pt(1, 100), _pt(2, 112), _pt(3, 130)]
+    for p, best, verdict in zip(steps, [100, 112, 130], [None, "confirmed", None], strict=True):
+        p.best_so_far, p.verdict = best, verdict
+    assert [t.iteration for t in find_transitions(steps, 0.5)] == [1, 2]
 
 
 def test_report_shows_the_verified_best_and_draws_verdicts_in_the_png(tmp_path):
