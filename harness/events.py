@@ -58,6 +58,12 @@ class RunStart(_Event):
     host: str = ""
     prices: dict[str, Any] = Field(default_factory=dict)
     imported: bool = False
+    scaffold: str = "builtin"  # the inner loop: the built-in tool loop or a coding agent (agent.scaffold)
+
+    @property
+    def label(self) -> str:
+        """The model as runs are grouped and labelled: with its scaffold when it is not the built-in loop."""
+        return self.model if self.scaffold == "builtin" else f"{self.model} via {self.scaffold}"
 
 
 class RunResume(_Event):

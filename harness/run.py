@@ -123,7 +123,8 @@ class Run:
             raise
         run.ledger.append(RunStart(schema_version=SCHEMA_VERSION, name=cfg.name, model=cfg.model.name,
                                    provider=cfg.model.provider, dataset=cfg.dataset.name, preset=cfg.agent.preset,
-                                   host=platform.node(), prices=price_snapshot(cfg.model.prices)))
+                                   host=platform.node(), prices=price_snapshot(cfg.model.prices),
+                                   scaffold=cfg.agent.scaffold))
         return run
 
     @classmethod

@@ -98,7 +98,7 @@ def load_staircase(run_dir: Path, *, jump: float | None = None) -> Staircase:
     noise = float(np.median(spreads)) if spreads else 0.05
     threshold = jump if jump is not None else max(MIN_JUMP, 2 * noise)
     return Staircase(run_dir=str(run_dir), name=start.name if start else Path(run_dir).name,
-                     model=start.model if start else "?", points=points,
+                     model=start.label if start else "?", points=points,
                      transitions=find_transitions(points, threshold), noise=noise, threshold=threshold,
                      usage=usage.model_dump() | {"tokens": usage.tokens, "hours": usage.hours},
                      end_reason=state.end.reason if state.end else None, status=state.status,

@@ -161,7 +161,7 @@ class RunIndex:
             noise = float(np.median(spreads)) if spreads else 0.05
             threshold = max(0.05, 2 * noise)
             return Staircase(run_dir=str(self.run_dir), name=start.name if start else self.run_dir.name,
-                             model=start.model if start else "?", points=points,
+                             model=start.label if start else "?", points=points,
                              transitions=find_transitions(points, threshold), noise=noise, threshold=threshold,
                              usage=usage.model_dump() | {"tokens": usage.tokens, "hours": usage.hours},
                              end_reason=state.end.reason if state.end else None, status=state.status,

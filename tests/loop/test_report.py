@@ -224,3 +224,16 @@ def test_report_shows_the_verified_best_and_draws_verdicts_in_the_png(tmp_path):
     assert "Verified best" in text and "iteration 2 (verified best)" in text and "1.500x [1.450, 1.550]" in text
     assert "told apart" in text and png.stat().st_size > 10_000
     assert sc.verified_best() is points[1]
+
+
+def test_runs_are_labelled_and_grouped_by_their_scaffold(tmp_path):
+    a = Run.create(make_config(tmp_path / "a", episodes=2), tmp_path / "runs" / "a", **factories())
+    a.execute()
+    cfg = make_config(tmp_path / "b", episodes=2, **{"agent.scaffold": "command", "scaffold.command": "echo"})
+    b = Run.create(cfg, tmp_path / "runs" / "b", **factories())  # recorded, not run: only its start matters
+    b.ledger.close()
+    assert load_staircase(a.dir).model == "reference"
+    assert load_staircase(b.dir).model == "reference via command"
+    res = CliRunner().invoke(app, ["compare", str(a.dir), str(b.dir), "--json", "--out", str(tmp_path / "c.png")])
+    assert res.exit_code == 0, res.output
+    assert sorted(m["model"] for m in json.loads(res.stdout)["models"]) == ["reference", "reference via command"]
