@@ -208,8 +208,11 @@ class Run:
             Episode(n, attempt, self.model, sandbox, task.tools, self.ledger, self.budget, self.cfg.agent,
                     self.cfg.model.context_window, self.stop)
         notes = read_notes(self.workspace.path, self.cfg.agent.notes_file)
-        end = episode.run(SYSTEM, task.text, iteration_prompt(n, self.state.history, self.state.last_score, notes,
-                                                               self.cfg.agent.notes_file))
+        prompt = iteration_prompt(n, self.state.history, self.state.last_score, notes, self.cfg.agent.notes_file)
+        # What the model was told, for the transcript (`staircase view`, replay): written before it runs.
+        write_json_atomic(self.ledger.iteration_dir(n) / f"prompts-{attempt}.json",
+                          {"system": SYSTEM, "task": task.text, "iteration": prompt})
+        end = episode.run(SYSTEM, task.text, prompt)
         if end.reason is EndReason.MODEL_STOPPED and episode.tool_calls == 0:
             self.ledger.append(IterationAbandoned(iteration=n, attempt=attempt, detail=end.detail))
             return None

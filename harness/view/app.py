@@ -141,10 +141,11 @@ def create_app(roots: list[Path]) -> Starlette:
         score = run.scores.get(n)
         items = [_item(e, page * PAGE_EVENTS + i) for i, e in enumerate(events)]
         diff = _diff(run.run_dir / "iterations" / f"{n:04d}" / "diff.patch")
+        prompts = _prompts(run.run_dir / "iterations" / f"{n:04d}")
         iters = run.iterations()
         i = iters.index(n)
         return _page("iteration.html", rid=rid, n=n, run=summary(rid, run), items=items, score=score,
-                     page=page, pages=max(1, -(-total // PAGE_EVENTS)), total=total, diff=diff,
+                     page=page, pages=max(1, -(-total // PAGE_EVENTS)), total=total, diff=diff, prompts=prompts,
                      diff_css=_DIFF_CSS, prev=iters[i - 1] if i > 0 else None,
                      next=iters[i + 1] if i + 1 < len(iters) else None)
 
@@ -303,4 +304,19 @@ def _diff(path: Path) -> list[dict[str, str]]:
         removed = sum(1 for ln in part.splitlines() if ln.startswith("-") and not ln.startswith("---"))
         out.append({"file": name, "added": str(added), "removed": str(removed),
                     "html": highlight(part, DiffLexer(), HtmlFormatter(cssclass="diff"))})
+    return out
+
+
+def _prompts(folder: Path) -> list[dict[str, str]]:
+    """What the model was told in each attempt of an iteration (``prompts-K.json``, written by the
+    run before the episode; runs made before it was recorded have none)."""
+    out = []
+    for f in sorted(folder.glob("prompts-*.json"), key=lambda f: f.stem):
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            out.append({"attempt": f.stem.split("-", 1)[1], **{k: str(data.get(k, "")) for k in
+                                                                ("system", "task", "iteration")}})
     return out

@@ -4,6 +4,7 @@ reads, nothing written in run directories, traversal refused, loopback by defaul
 from __future__ import annotations
 
 import hashlib
+import html
 import http.client
 import json
 import os
@@ -138,3 +139,13 @@ def test_view_binds_loopback_by_default_and_names_a_missing_directory(view_root:
     finally:
         p.terminate()
         p.wait(10)
+
+
+def test_the_iteration_page_shows_the_prompts_the_model_was_sent(server: str, view_root: dict[str, Any]) -> None:
+    status, raw = _get(server, "/runs/finished/iterations/2")
+    assert status == 200
+    body = raw.decode()
+    recorded = json.loads((view_root["root"] / "finished" / "iterations" / "0002" / "prompts-0.json").read_text())
+    assert "prompts sent to the model (attempt 0)" in body
+    assert html.escape(recorded["iteration"].splitlines()[0]) in body and "# Iteration 2" in recorded["iteration"]
+    assert html.escape(recorded["system"][:60]) in body
