@@ -372,7 +372,8 @@ class Run:
 def _docker_sandbox(run: Run) -> Sandbox:
     from harness.sandbox.docker_backend import DockerSandbox
 
-    return DockerSandbox.start(run.workspace.path, run.cfg.sandbox, dev_data=run.dataset.dev_files(),
+    dev = run.dataset.dev_files_in_order(run.cfg.seed, run.dir / "dev-data")  # the seed's order of dev queries
+    return DockerSandbox.start(run.workspace.path, run.cfg.sandbox, dev_data=dev,
                                log_dir=run.dir / "sandbox-logs", labels={RUN_LABEL: run.id},
                                on_wait=run._waiting("docker"))
 

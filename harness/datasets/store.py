@@ -119,6 +119,23 @@ class Dataset:
         """The files an agent may see, by file name (the dev split and the base vectors)."""
         return {FILES[r]: self.path(r) for r in DEV_FILES}
 
+    def dev_files_in_order(self, seed: int, dest: Path) -> dict[str, Path]:
+        """``dev_files`` with the dev queries, and their ground truth row for row, in the order
+        ``seed`` draws (a run's seed changes the order of the queries its agent measures with).
+        Seed 0: the dataset's own files. The reordered copies are written once, under ``dest``."""
+        files = self.dev_files()
+        if not seed:
+            return files
+        n = read_vecs(self.path("dev_queries")).shape[0]
+        order = np.random.default_rng([seed, 0x5EED]).permutation(n)
+        dest.mkdir(parents=True, exist_ok=True)
+        for role in ("dev_queries", "dev_groundtruth", "dev_groundtruth_dist"):
+            out = dest / FILES[role]
+            if not out.is_file():
+                write_vecs(out, np.asarray(read_vecs(self.path(role)))[order])
+            files[FILES[role]] = out
+        return files
+
     def verify(self) -> list[str]:
         """Recompute every checksum; return the problems found (empty when intact)."""
         problems = []

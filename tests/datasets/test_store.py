@@ -77,3 +77,22 @@ def test_dev_files_exclude_hidden_split(tmp_path):
 def test_bad_name(tmp_path):
     with pytest.raises(DatasetError, match="invalid dataset name"):
         DatasetStore(tmp_path).folder("../x")
+
+
+def test_a_seed_reorders_the_dev_queries_with_their_ground_truth(tmp_path):
+
+    ds, _ = generate_dataset(DatasetStore(tmp_path / "data"), "seeded", n=500, queries=10, dev_queries=40, dim=8,
+                             seed=2)
+    assert ds.dev_files_in_order(0, tmp_path / "none") == ds.dev_files()  # seed 0: the dataset's own files
+    a = ds.dev_files_in_order(3, tmp_path / "a")
+    b = ds.dev_files_in_order(3, tmp_path / "b")
+    c = ds.dev_files_in_order(4, tmp_path / "c")
+    q0, g0 = read_vecs(ds.path("dev_queries")), read_vecs(ds.path("dev_groundtruth"))
+    qa, ga = read_vecs(a["dev_queries.fvecs"]), read_vecs(a["dev_groundtruth.ivecs"])
+    assert a["base.fvecs"] == ds.path("base") and a["dev_queries.fvecs"].parent == tmp_path / "a"
+    assert not np.array_equal(qa, q0) and np.array_equal(qa, read_vecs(b["dev_queries.fvecs"]))
+    assert not np.array_equal(qa, read_vecs(c["dev_queries.fvecs"]))
+    # the same queries, each still next to its own ground truth
+    rows = {q.tobytes(): i for i, q in enumerate(q0)}
+    for q, g in zip(qa, ga, strict=True):
+        assert np.array_equal(g, g0[rows[q.tobytes()]])
