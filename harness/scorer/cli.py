@@ -70,6 +70,10 @@ def show(s: Score) -> None:
     err.print(t)
     for finding in s.findings:
         err.print(f"finding: {finding}", markup=False, highlight=False)
+    for note in s.not_as_original or []:
+        err.print(f"not as the original: {note}", markup=False, highlight=False)
+    for left in s.left_out or []:
+        err.print(f"left out: {left}", markup=False, highlight=False)
     if s.status.value not in ("valid", "invalid") and s.server_log_tail:
         err.print("[dim]server log tail:[/]")
         err.print(s.server_log_tail[-2000:], markup=False, highlight=False)
