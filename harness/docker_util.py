@@ -67,6 +67,14 @@ def is_read_timeout(exc: BaseException) -> bool:
                for e in _chain(exc))
 
 
+def never_reached(exc: BaseException) -> bool:
+    """The request never reached the engine (the connection was refused, or its socket is missing):
+    whatever it asked for did not happen, so it may be sent again without doing anything twice."""
+    return any(isinstance(e, ConnectionRefusedError) or (isinstance(e, FileNotFoundError) and
+                                                         str(e.filename or "").endswith(".sock"))
+               for e in _chain(exc))
+
+
 def is_engine_down(exc: BaseException) -> bool:
     """The engine cannot be reached at all: the connection is refused, reset or aborted, its socket
     is missing, or the client says so ("is the docker daemon running?"). A read timeout is not."""

@@ -38,7 +38,7 @@ import docker
 import docker.errors
 from docker.types import Mount
 
-from harness.docker_util import call_docker, hardened
+from harness.docker_util import call_docker, hardened, never_reached
 from harness.paths import REPO_ROOT
 from harness.sandbox.base import (
     DATA_ROOT,
@@ -140,6 +140,14 @@ def _already_buffered(sock: object, raw: socket.socket) -> bytes:
         return b""
     finally:
         raw.settimeout(timeout)
+
+
+class _StartFailed(Exception):
+    """An exec start that failed after it may have reached the engine: raised as its error, never retried."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def remove_labelled(key: str, value: str, client: docker.DockerClient | None = None) -> int:
@@ -416,21 +424,27 @@ class DockerSandbox(Sandbox):
         """Exec ``argv``, stream its output to ``sink``; returns (exit code, watchdog fired)."""
         api = self._client.api
         env = {"STAIRCASE_EXEC_ID": exec_id} if exec_id else None
+        exec_ids: list[str] = []
+
+        def start() -> Any:
+            created = api.exec_create(self.container_id, argv, stdout=True, stderr=True, stdin=stdin is not None,
+                                      user=self.user, workdir=workdir or WORKSPACE, environment=env)
+            exec_ids.append(created["Id"])
+            try:
+                return api.exec_start(created["Id"], socket=True)
+            except Exception as e:
+                if never_reached(e):
+                    raise  # not started: waited for and made anew (a fresh exec) by _call
+                # A start that may have reached the engine is not sent again (it could run the
+                # command twice): raised outside this handler, so that _call sees no engine error in it.
+                failed = _StartFailed(e)
+            raise failed
+
         try:
-            created = self._call(
-                lambda: api.exec_create(
-                    self.container_id,
-                    argv,
-                    stdout=True,
-                    stderr=True,
-                    stdin=stdin is not None,
-                    user=self.user,
-                    workdir=workdir or WORKSPACE,
-                    environment=env,
-                )
-            )
-            # Not retried: a second start could run the command twice.
-            sock = api.exec_start(created["Id"], socket=True)
+            try:
+                sock = self._call(start)
+            except _StartFailed as failed:
+                raise failed.error from None
         except docker.errors.APIError as e:
             if e.status_code in (404, 409):
                 raise self._died(f"is not running: {e.explanation}") from e
@@ -467,7 +481,7 @@ class DockerSandbox(Sandbox):
                 _demux(buf, state, sink)
         finally:
             sock.close()
-        return self._exit_code(created["Id"]), watchdog_fired
+        return self._exit_code(exec_ids[-1]), watchdog_fired
 
     def _exit_code(self, exec_id: str) -> int:
         """The exec's exit code; raises SandboxDied when the container went down under it."""

@@ -64,3 +64,52 @@ def test_background_server_started_with_nohup_survives(sandbox: DockerSandbox) -
     assert r.exit_code == 0 and r.duration_s < 2
     assert sandbox.exec("pgrep -fc 'sleep 123[9]'").stdout.strip() == "1"
     sandbox.exec("pkill -f 'sleep 123[9]'")
+
+
+def _refused() -> Exception:
+    import requests
+
+    return requests.exceptions.ConnectionError(ConnectionRefusedError(111, "Connection refused"))
+
+
+def _aborted() -> Exception:
+    import requests
+    import urllib3
+
+    return requests.exceptions.ConnectionError(urllib3.exceptions.ProtocolError("Connection aborted."))
+
+
+def test_a_start_the_engine_never_got_is_made_anew_and_runs_once(sandbox: DockerSandbox,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    api = sandbox._client.api
+    real, calls = api.exec_start, []
+
+    def flaky_start(exec_id, *a, **kw):  # type: ignore[no-untyped-def]
+        calls.append(exec_id)
+        if len(calls) == 1:
+            raise _refused()  # the engine went away between the create and the start
+        return real(exec_id, *a, **kw)
+
+    monkeypatch.setattr(api, "exec_start", flaky_start)
+    sandbox.exec("rm -f /tmp/once")
+    calls.clear()
+    r = sandbox.exec("echo ran >> /tmp/once; cat /tmp/once")
+    assert r.exit_code == 0 and r.stdout == "ran\n"  # run exactly once
+    assert len(calls) == 2 and calls[0] != calls[1]  # a fresh exec, not the first one started late
+
+
+def test_a_start_that_may_have_reached_the_engine_is_not_sent_again(sandbox: DockerSandbox,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import requests
+
+    api = sandbox._client.api
+    calls = []
+
+    def aborted_start(exec_id, *a, **kw):  # type: ignore[no-untyped-def]
+        calls.append(exec_id)
+        raise _aborted()
+
+    monkeypatch.setattr(api, "exec_start", aborted_start)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        sandbox.exec("echo never")
+    assert len(calls) == 1
