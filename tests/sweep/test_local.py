@@ -33,7 +33,8 @@ ITERATIONS = {"short": 3, "long": 4}
 
 
 def test_sweep_killed_and_resumed(tmp_path: Path) -> None:
-    sweep_file = write_sweep(tmp_path, seeds=[1, 2], iterations=ITERATIONS, concurrency=2)
+    # Three at once: the two short runs end together, the long one that started with them is then mid-way.
+    sweep_file = write_sweep(tmp_path, seeds=[1, 2], iterations=ITERATIONS, concurrency=3)
     out = tmp_path / "sweep"
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", str(sweep_file), "--sweep-dir", str(out),
                              "--json"], cwd=REPO_ROOT, env=env(tmp_path), start_new_session=True,
