@@ -93,11 +93,17 @@ def load_staircase(run_dir: Path, *, jump: float | None = None) -> Staircase:
             if s.valid and s.qps:
                 best = max(best or 0.0, s.qps)
             points.append(point_of(e, state, best))
+    return staircase_of(Path(run_dir), state, points, jump)
+
+
+def staircase_of(run_dir: Path, state: RunState, points: list[Point], jump: float | None = None) -> Staircase:
+    """A run's staircase from its state and its points (as ``load_staircase`` reads them, or as a
+    reader that follows the ledger has built them so far)."""
     usage, start = state.usage, state.start
     spreads = [p.qps_spread - 1 for p in points if p.valid and p.qps_spread]
     noise = float(np.median(spreads)) if spreads else 0.05
     threshold = jump if jump is not None else max(MIN_JUMP, 2 * noise)
-    return Staircase(run_dir=str(run_dir), name=start.name if start else Path(run_dir).name,
+    return Staircase(run_dir=str(run_dir), name=start.name if start else run_dir.name,
                      model=start.label if start else "?", points=points,
                      transitions=find_transitions(points, threshold), noise=noise, threshold=threshold,
                      usage=usage.model_dump() | {"tokens": usage.tokens, "hours": usage.hours},

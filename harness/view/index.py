@@ -18,9 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from harness.analysis.staircase import Point, Staircase, find_transitions, point_of
+from harness.analysis.staircase import Point, Staircase, point_of, staircase_of
 from harness.events import Event, IterationEnd, IterationStart, ModelCall, ScoreEvent, Stopped, parse_event
 from harness.ledger import EVENTS, lock_holder
 from harness.scorer.record import Score
@@ -154,19 +152,7 @@ class RunIndex:
     def staircase(self) -> Staircase:
         """The run's staircase as :func:`load_staircase` would read it now."""
         with self._lock:
-            points = list(self.points)
-            state = self.state
-            usage, start = state.usage, state.start
-            spreads = [p.qps_spread - 1 for p in points if p.valid and p.qps_spread]
-            noise = float(np.median(spreads)) if spreads else 0.05
-            threshold = max(0.05, 2 * noise)
-            return Staircase(run_dir=str(self.run_dir), name=start.name if start else self.run_dir.name,
-                             model=start.label if start else "?", points=points,
-                             transitions=find_transitions(points, threshold), noise=noise, threshold=threshold,
-                             usage=usage.model_dump() | {"tokens": usage.tokens, "hours": usage.hours},
-                             end_reason=state.end.reason if state.end else None, status=state.status,
-                             stop_reason=state.stopped.reason if state.stopped else None,
-                             imported=bool(start and start.imported), verified=state.verified)
+            return staircase_of(self.run_dir, self.state, list(self.points))
 
     def status(self) -> str:
         """running, ended, stopped, failed (stopped by an error) or interrupted (no process holds a run
