@@ -81,7 +81,7 @@ def show(s: Score) -> None:
 
 def verify(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (not running: verification writes to it).")],
-    top: Annotated[int, typer.Option("--top", help="How many of the best valid submissions to rescore.")] = 3,
+    top: Annotated[int, typer.Option("--top", min=1, help="How many of the best valid submissions to rescore.")] = 3,
     json: Json = False,
 ) -> None:
     """Rescore a run's top valid submissions in paired rounds against each other and the anchor;
