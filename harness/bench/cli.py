@@ -108,8 +108,9 @@ def noise_cmd(
         REPO_ROOT / "reference" / "stage05-two-level"),
     rescorings: Annotated[int, typer.Option(min=2, help="Rescorings per case.")] = 5,
     tries: Annotated[int, typer.Option(min=1, help="Tries of each paired match.")] = 5,
-    slowdown: Annotated[float, typer.Option(min=0.0, help="The slowed copy's extra busy time per search, as a "
-                                            "share of the search's own time.")] = 0.12,
+    slowdown: Annotated[float, typer.Option(min=0.01, max=0.9, help="The step: the slowed copy serves this share "
+                                            "fewer queries per second (a busy wait per search, sized from the "
+                                            "submission's measured QPS).")] = 0.10,
     only: Annotated[str, typer.Option(help="Comma-separated: quiet,neighbour,step,self.")] = (
         "quiet,neighbour,step,self"),
     config: ConfigFile = None,
@@ -134,11 +135,15 @@ def noise_cmd(
                             server_cpus=s.server_cpus)
     try:
         with tempfile.TemporaryDirectory(prefix="staircase-noise-") as tmp:
-            slowed = nb.slowed_copy(submission, Path(tmp) / "slowed", slowdown)
             for case in ("quiet", "neighbour"):
                 if case in parts:
                     report.cases.append(nb.rescore(scorer, submission, rescorings, case, log))
             if "step" in parts:
+                quiet = [c.raw_qps for c in report.cases if c.case == "quiet"]
+                qps = sorted(quiet[0])[len(quiet[0]) // 2] if quiet else nb.measure_qps(scorer, submission, log)
+                report.extra_us = round(nb.spin_for(slowdown, qps), 2)
+                log(f"step: a copy that waits {report.extra_us:g} µs per search ({slowdown:.0%} of {qps:,.0f} QPS)")
+                slowed = nb.slowed_copy(submission, Path(tmp) / "slowed", report.extra_us)
                 report.matches.append(nb.match(scorer, submission, slowed, tries, f"{slowdown:.0%} slower copy", log))
             if "self" in parts:
                 report.matches.append(nb.match(scorer, submission, submission, tries, "self", log))

@@ -4,9 +4,10 @@ The same submission is rescored several times (a) as the machine is, and (b) wit
 injected on the server's CPUs that changes between rescorings (CPU and memory-bandwidth hogs with
 different duty cycles, started here and stopped after each scoring). For both, raw QPS max/min and
 relative QPS (paired with the anchor) max/min. Then two matches in paired rounds, several tries
-each: the submission against a copy of itself slowed by a fixed share of extra work per search
-(told apart = ``confirmed``), and against itself (``within_noise``). And what pairing costs: the
-paired rounds' share of a scoring's wall time.
+each: the submission against a copy of itself slowed by a fixed busy wait per search, sized from
+the submission's measured QPS so that the copy serves a set share fewer queries per second (told
+apart = ``confirmed``), and against itself (``within_noise``). And what pairing costs: the paired
+rounds' share of a scoring's wall time.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ class NoiseReport(BaseModel):
     dataset: str
     n_base: int
     submission: str
-    slowed_by: float
+    slowed_by: float  # the slowed copy's intended loss of QPS (0.10: 10% fewer queries per second)
+    extra_us: float | None = None  # its busy wait per search, sized from the submission's measured QPS
     anchor: str
     rounds: int
     round_s: float
@@ -86,9 +88,18 @@ class NoiseReport(BaseModel):
     pairing_share: float | None = None  # paired rounds' share of a scoring's wall time (median)
 
 
-def slowed_copy(src: Path, dest: Path, extra: float) -> Path:
+def spin_for(slowdown: float, qps: float) -> float:
+    """The busy wait per search, in microseconds, that makes a server answering ``qps`` queries per
+    second on its one CPU answer ``slowdown`` fewer: a query's service time is 1/qps, and
+    1/(1/qps + e) = (1 - slowdown) qps gives e = slowdown / (1 - slowdown) / qps."""
+    if not 0 < slowdown < 1 or qps <= 0:
+        raise ValueError(f"a slowdown in (0, 1) and a positive QPS are needed (got {slowdown}, {qps})")
+    return slowdown / (1 - slowdown) / qps * 1e6
+
+
+def slowed_copy(src: Path, dest: Path, extra_us: float) -> Path:
     """``src`` (any submission ``prepare`` takes) with every search followed by a busy wait of
-    ``extra`` times what the search took: the same answers, a fixed share slower."""
+    ``extra_us`` microseconds: the same answers, a fixed amount of extra work per query."""
     crate = prepare(src, dest)
     db = crate / "src" / "db.rs"
     text = db.read_text()
@@ -101,11 +112,10 @@ def slowed_copy(src: Path, dest: Path, extra: float) -> Path:
 
 impl VectorDB {{
     pub fn search(&self, vector: &[f32], top_k: u32) -> Vec<SearchResult> {{
-        let t = std::time::Instant::now();
         let out = self.search_unslowed(vector, top_k);
-        let extra = t.elapsed().mul_f64({extra});
-        let t2 = std::time::Instant::now();
-        while t2.elapsed() < extra {{
+        let extra = std::time::Duration::from_nanos({round(extra_us * 1000)});
+        let t = std::time::Instant::now();
+        while t.elapsed() < extra {{
             std::hint::spin_loop();
         }}
         out
@@ -157,6 +167,15 @@ def rescore(scorer: BenchmarkScorer, path: Path, n: int, case: str, log: Log) ->
         log(f"  raw {s.qps:,.0f} QPS, {s.relative_qps:.3f}x the anchor")
     out.raw_max_min, out.relative_max_min = max_min(out.raw_qps), max_min(out.relative_qps)
     return out
+
+
+def measure_qps(scorer: BenchmarkScorer, path: Path, log: Log) -> float:
+    """One scoring's raw QPS (the step's busy wait is sized from it when no quiet case ran)."""
+    log("step: one scoring to size the slowed copy's busy wait")
+    s = scorer.score(path, use_cache=False)
+    if not s.valid or not s.qps:
+        raise RuntimeError(f"the submission gave no valid score to size the step from: {s.status.value}: {s.reason}")
+    return s.qps
 
 
 def match(scorer: BenchmarkScorer, a: Path, b: Path, tries: int, kind: str, log: Log) -> Match:
