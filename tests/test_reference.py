@@ -77,7 +77,7 @@ VARIANTS = [s for s in TRAJECTORY if s.is_variant]
 def test_trajectory_interleaves_stages_and_variants() -> None:
     assert STAGES == ["stage01-brute-force", "stage02-flat-simd", "stage03-ivf", "stage03b-ivf-nprobe8",
                       "stage03c-ivf-nprobe28", "stage04-u8-rerank", "stage05-two-level", "stage05b-prune-1.4",
-                      "stage05c-lists3-prune-1.8"]
+                      "stage05c-lists3-prune-1.8", "stage06-fused-scan"]
     folders = sorted(p.name for p in REFERENCE.iterdir() if p.is_dir() and p.name.startswith("stage"))
     assert folders == BASE_STAGES, "a folder per base stage; variants are data (variants.yaml)"
 
