@@ -41,7 +41,7 @@ def test_episodes_yield_exactly_the_materialized_stages(tmp_path: Path) -> None:
     sandbox = LocalSandbox(ws)
     stages, episodes = reference_stages(), reference_episodes()
     assert ScriptedModel.from_config("reference").episodes == episodes
-    assert len(episodes) == len(stages) == 9
+    assert len(episodes) == len(stages) == 10
     notes = ""
     for n, (stage, episode) in enumerate(zip(stages, episodes, strict=True), start=1):
         assert replay(episode, sandbox) == stage.message

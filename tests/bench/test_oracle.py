@@ -159,8 +159,8 @@ def test_stage_bench_recall_matches_the_scorer(oracle_dataset, tmp_path):
 
 
 def test_stage_knobs_of_a_folder_and_of_a_named_variant(tmp_path):
-    assert final_stage() == REFERENCE / "stage05-two-level"
-    assert stage_knobs(final_stage())["PRUNE_RATIO"] == "2.0"
+    assert final_stage() == REFERENCE / "stage06-fused-scan"
+    assert stage_knobs(final_stage())["PRUNE_RATIO"] == "1.6"
     variant = REFERENCE / "stage05c-lists3-prune-1.8"
     assert not variant.exists()
     for named in (variant, Path(variant.name)):

@@ -1,6 +1,6 @@
 """The demo's path end to end, for real: the scripted reference model in the Docker sandbox (writing
 the stages' files, measuring with `devbench --quick`, submitting) and the container scorer, on a
-small generated set. `staircase demo` is the same with all nine stages on demo-20k."""
+small generated set. `staircase demo` is the same with all ten stages on demo-20k."""
 
 from __future__ import annotations
 
