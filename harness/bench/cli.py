@@ -161,8 +161,10 @@ def noise_cmd(
     for col in ("case", "raw QPS", "raw max/min", "relative QPS", "relative max/min", "neighbours"):
         t.add_column(col)
     for c in report.cases:
+        rel = [f"{a.ratio:.3f} [{a.low:.3f}, {a.high:.3f}]" for a in c.anchor] if len(c.anchor) == len(
+            c.relative_qps) else [f"{r:.3f}" for r in c.relative_qps]
         t.add_row(c.case, ", ".join(f"{q:,.0f}" for q in c.raw_qps), f"{c.raw_max_min or 0:.3f}",
-                  ", ".join(f"{r:.3f}" for r in c.relative_qps), f"{c.relative_max_min or 0:.3f}",
+                  ", ".join(rel), f"{c.relative_max_min or 0:.3f}",
                   "; ".join(c.neighbours))
     err.print(t)
     for m in report.matches:

@@ -25,6 +25,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from harness.scorer.base import Incumbent
+from harness.scorer.record import Paired
 from harness.scorer.scorer import BenchmarkScorer
 from harness.scorer.submission import prepare, tree_hash
 
@@ -61,6 +62,7 @@ class Rescorings(BaseModel):
     relative_qps: list[float]
     raw_max_min: float | None
     relative_max_min: float | None
+    anchor: list[Paired] = []  # each rescoring's rounds against the anchor: interval, QPS round by round
     paired_s: list[float]
     total_s: list[float]
 
@@ -159,6 +161,8 @@ def rescore(scorer: BenchmarkScorer, path: Path, n: int, case: str, log: Log) ->
         out.neighbours.append(what)
         out.raw_qps.append(s.qps)
         out.relative_qps.append(s.relative_qps)
+        if s.anchor is not None:
+            out.anchor.append(s.anchor)
         out.paired_s.append(s.phase_seconds.get("paired", 0.0))
         # The scoring's own time: from taking the machine's slot to letting it go (no wait for it).
         span = (datetime.fromisoformat(s.measured_to) - datetime.fromisoformat(s.measured_from)).total_seconds() \
