@@ -120,7 +120,7 @@ def test_hnswlib_and_faiss_sweeps(oracle_dataset):
 def test_stage_bench_recall_matches_the_scorer(oracle_dataset, tmp_path):
     ds = oracle_dataset
     stage = REFERENCE / "stage05-two-level"
-    # The default is the last base stage (stage05 today; a later stage would replace it).
+    # The default is the last base stage (stage06 today); this test pins stage05, an earlier one.
     assert OracleConfig().stage_dir == final_stage() and final_stage().name >= stage.name
     assert stage_knobs(stage)["NPROBE"] == "64"
     binary = build_stage_bench(stage, tmp_path, profile="quick", log=lambda _m: None)
