@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -140,7 +141,7 @@ def noise_cmd(
                     report.cases.append(nb.rescore(scorer, submission, rescorings, case, log))
             if "step" in parts:
                 quiet = [c.raw_qps for c in report.cases if c.case == "quiet"]
-                qps = sorted(quiet[0])[len(quiet[0]) // 2] if quiet else nb.measure_qps(scorer, submission, log)
+                qps = statistics.median(quiet[0]) if quiet else nb.measure_qps(scorer, submission, log)
                 report.extra_us = round(nb.spin_for(slowdown, qps), 2)
                 log(f"step: a copy that waits {report.extra_us:g} µs per search ({slowdown:.0%} of {qps:,.0f} QPS)")
                 slowed = nb.slowed_copy(submission, Path(tmp) / "slowed", report.extra_us)
