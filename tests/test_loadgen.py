@@ -384,6 +384,87 @@ def test_a_server_that_dies_mid_pass_aborts_the_run(bins, tmp_path) -> None:
     assert set(stats["error_counts"]) <= {"io", "connect"}
 
 
+# -- loadgen rounds --------------------------------------------------------------------------
+
+
+class Rounds:
+    """A `loadgen rounds` process and its control connection."""
+
+    def __init__(self, bins: dict[str, Path], tmp: Path, addr: str, nq: int = 20) -> None:
+        queries = np.zeros((nq, 8), dtype=np.float32)
+        queries[:, 0] = np.arange(nq)
+        write_fvecs(tmp / "q.fvecs", queries)
+        self.tmp = tmp
+        self.proc = subprocess.Popen(
+            [str(bins["loadgen"]), "rounds", "--addr", addr, "--queries", str(tmp / "q.fvecs"), "--concurrency", "3",
+             "--top-k", str(K), "--max-id", str(MAX_ID), "--io", str(tmp), "--control", "ctl.sock"],
+            cwd=tmp, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 20
+        while not (tmp / "ctl.sock").exists():
+            assert self.proc.poll() is None and time.monotonic() < deadline, "no control socket"
+            time.sleep(0.02)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(str(tmp / "ctl.sock"))
+        self.sock.settimeout(30)
+        self.lines = self.sock.makefile("rb")
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.sock.sendall(json.dumps(request).encode() + b"\n")
+        return json.loads(self.lines.readline())
+
+    def answers(self, out: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        return (np.fromfile(self.tmp / f"{out}.ids", dtype="<i8").reshape(n, K),
+                np.fromfile(self.tmp / f"{out}.dists", dtype="<f4").reshape(n, K))
+
+    def close(self) -> int:
+        self.lines.close()
+        self.sock.close()
+        return self.proc.wait(timeout=10)
+
+
+def test_rounds_serves_passes_on_request_with_answers_in_sending_order(bins, serve, tmp_path) -> None:
+    server = serve(mixed_search)
+    r = Rounds(bins, tmp_path, server.addr)
+    try:
+        order = [7, 3, 3, 0, 9]
+        first = r.ask({"order": order, "out": "a", "pass_time_limit_s": 5})
+        assert first["aborted"] is None and first["error_samples"] == []
+        assert first["pass"]["completed"] == 5 and first["pass"]["errors"] == 0 and first["pass"]["qps"] > 0
+        ids, dists = r.answers("a", len(order))
+        assert ids.tolist() == [good_ids(q) for q in order]  # row i answers order[i]
+        assert np.allclose(dists, np.arange(K) * 0.5)
+        assert not (tmp_path / "ctl.sock").exists()  # one client: the socket is gone once taken
+
+        # A bad answer is counted and sampled in its own pass; the next pass starts clean.
+        second = r.ask({"order": [14, 1], "out": "b"})
+        assert second["pass"]["error_counts"] == {"http_status": 1} and second["pass"]["completed"] == 1
+        assert [(s["pass"], s["query"], s["kind"]) for s in second["error_samples"]] == [(1, 14, "http_status")]
+        ids, _ = r.answers("b", 2)
+        assert ids[0].tolist() == [-1] * K and ids[1].tolist() == good_ids(1)
+        third = r.ask({"order": [2], "out": "c"})
+        assert third["pass"]["errors"] == 0 and third["error_samples"] == []
+
+        # Bad requests are refused with a reason, and the session goes on.
+        assert "not below the number of queries 20" in r.ask({"order": [20], "out": "d"})["error"]
+        assert "plain file name" in r.ask({"order": [1], "out": "../x"})["error"]
+        assert "error" in r.ask({"nonsense": True})
+        assert r.ask({"order": [5], "out": "e"})["pass"]["completed"] == 1
+        requests = server.requests
+    finally:
+        code = r.close()
+    assert code == 0  # the client hung up: the session ends
+    assert requests == 5 + 2 + 1 + 1
+
+
+def test_rounds_reports_a_dead_server_as_aborted(bins, tmp_path) -> None:
+    r = Rounds(bins, tmp_path, f"127.0.0.1:{free_port()}")
+    try:
+        reply = r.ask({"order": [0, 1], "out": "a"})
+    finally:
+        r.close()
+    assert "unreachable" in reply["aborted"] and reply["pass"]["completed"] == 0
+
+
 def test_bad_arguments_exit_non_zero(bins, tmp_path) -> None:
     write_fvecs(tmp_path / "q.fvecs", np.zeros((4, 8)))
     np.array([0, 1, 9], dtype="<u4").tofile(tmp_path / "orders.u32")

@@ -28,6 +28,8 @@ enum Command {
     Load(LoadArgs),
     /// Warm-up, then timed closed-loop passes of POST /search; writes ids, distances, stats.
     Query(QueryArgs),
+    /// Timed passes on request, over a Unix socket, on connections kept open between them.
+    Rounds(RoundsArgs),
     /// A server that answers instantly, for measuring the generator's own ceiling.
     TrivialServer(TrivialArgs),
 }
@@ -104,6 +106,31 @@ struct QueryArgs {
 }
 
 #[derive(Args)]
+struct RoundsArgs {
+    #[arg(long)]
+    addr: String,
+    /// Query vectors (fvecs); row q is query index q.
+    #[arg(long)]
+    queries: PathBuf,
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 10)]
+    top_k: u32,
+    #[arg(long)]
+    max_id: u64,
+    #[arg(long, default_value_t = 10.0)]
+    request_timeout_s: f64,
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Folder the answers are written to (OUT.ids, OUT.dists for a request's "out").
+    #[arg(long)]
+    io: PathBuf,
+    /// Unix socket to listen on (created; one client; the process exits when it hangs up).
+    #[arg(long)]
+    control: PathBuf,
+}
+
+#[derive(Args)]
 struct TrivialArgs {
     #[arg(long)]
     port: u16,
@@ -124,6 +151,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Load(args) => runtime.block_on(load(args)),
         Command::Query(args) => runtime.block_on(query(args)),
+        Command::Rounds(args) => runtime.block_on(rounds(args)),
         Command::TrivialServer(args) => {
             runtime.block_on(loadgen::trivial::serve((args.host, args.port).into()))
         }
@@ -225,4 +253,102 @@ async fn query(args: QueryArgs) -> Result<()> {
         loadgen::write_atomic(path, &latency)?;
     }
     loadgen::write_json(&args.out, &stats)
+}
+
+/// A request of `loadgen rounds`: one pass over `order`, answers to `{io}/{out}.ids|.dists`.
+#[derive(serde::Deserialize)]
+struct PassRequest {
+    order: Vec<u32>,
+    out: String,
+    pass_time_limit_s: Option<f64>,
+}
+
+#[derive(serde::Serialize)]
+struct PassReply<'a> {
+    pass: &'a loadgen::query::PassStats,
+    error_samples: &'a [loadgen::query::ErrorSample],
+    aborted: &'a Option<String>,
+}
+
+async fn rounds(args: RoundsArgs) -> Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    if args.concurrency == 0 || args.top_k == 0 {
+        bail!("--concurrency and --top-k must be at least 1");
+    }
+    let queries = read_fvecs(&args.queries, None)?;
+    let mut session = loadgen::query::Session::new(
+        loadgen::resolve(&args.addr).await?,
+        &loadgen::search_bodies(&queries, args.top_k),
+        args.concurrency,
+        Settings {
+            top_k: args.top_k,
+            max_id: args.max_id,
+            request_timeout: seconds("request-timeout-s", args.request_timeout_s)?,
+            max_body: args.max_body_bytes,
+        },
+    );
+    let _ = std::fs::remove_file(&args.control);
+    let listener = tokio::net::UnixListener::bind(&args.control)
+        .with_context(|| format!("cannot listen on {}", args.control.display()))?;
+    let (stream, _) = listener.accept().await?;
+    drop(listener);
+    let _ = std::fs::remove_file(&args.control);
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    while let Some(line) = lines.next_line().await? {
+        let reply = match serve_pass(&mut session, &args.io, &line).await {
+            Ok(text) => text,
+            Err(e) => serde_json::to_vec(&serde_json::json!({ "error": format!("{e:#}") }))?,
+        };
+        write.write_all(&reply).await?;
+        write.write_all(b"\n").await?;
+    }
+    Ok(())
+}
+
+async fn serve_pass(
+    session: &mut loadgen::query::Session,
+    io: &Path,
+    line: &str,
+) -> Result<Vec<u8>> {
+    let req: PassRequest = serde_json::from_str(line)
+        .context("a request must be {\"order\": [...], \"out\": NAME}")?;
+    if req.order.is_empty() {
+        bail!("an empty order");
+    }
+    if let Some(bad) = req.order.iter().find(|&&q| q as usize >= session.queries()) {
+        bail!(
+            "query index {bad} is not below the number of queries {}",
+            session.queries()
+        );
+    }
+    if req.out.is_empty() || req.out.contains('/') || req.out.starts_with('.') {
+        bail!("\"out\" must be a plain file name, got {:?}", req.out);
+    }
+    let limit = req
+        .pass_time_limit_s
+        .map(|s| seconds("pass_time_limit_s", s))
+        .transpose()?;
+    let done = session.pass(req.order, limit).await;
+    // Scratch answers read once by the scorer: renamed into place, not synced to disk.
+    let put = |ext: &str, bytes: Vec<u8>| -> Result<()> {
+        let path = io.join(format!("{}.{ext}", req.out));
+        let tmp = io.join(format!("{}.{ext}.tmp", req.out));
+        std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+    };
+    put(
+        "ids",
+        done.ids.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )?;
+    put(
+        "dists",
+        done.dists.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )?;
+    Ok(serde_json::to_vec(&PassReply {
+        pass: &done.stats,
+        error_samples: &done.samples,
+        aborted: &done.aborted,
+    })?)
 }

@@ -377,6 +377,94 @@ pub async fn run_queries(plan: QueryPlan) -> (QueryStats, Returned) {
     (stats, returned)
 }
 
+/// A server kept under measurement for many short passes (the scorer's paired rounds): the
+/// requests are built once and the keep-alive connections stay open between passes, so a pass
+/// costs its own time and nothing else. Pass p's answers are returned in the order it sent.
+pub struct Session {
+    run: Arc<RunState>,
+    requests: Arc<Requests>,
+    pool: Vec<Client>,
+    concurrency: usize,
+    queries: usize,
+    passes: i64,
+}
+
+/// One pass of a `Session`: its statistics, its error samples, the reason the session was
+/// aborted (a dead server) if it was, and the answers row by row in the pass's order.
+pub struct SessionPass {
+    pub stats: PassStats,
+    pub samples: Vec<ErrorSample>,
+    pub aborted: Option<String>,
+    pub ids: Vec<i64>,
+    pub dists: Vec<f32>,
+}
+
+impl Session {
+    pub fn new(addr: SocketAddr, bodies: &[Bytes], concurrency: usize, settings: Settings) -> Self {
+        let concurrency = concurrency.max(1);
+        Self {
+            run: Arc::new(RunState {
+                epoch: Instant::now(),
+                last_alive_ms: AtomicU64::new(0),
+                aborted: AtomicBool::new(false),
+                abort_reason: Mutex::new(None),
+                samples: Mutex::new(Vec::new()),
+                returned: Mutex::new(Returned::new(0, 0, 0)),
+                settings,
+            }),
+            requests: Arc::new(Requests::new(addr, bodies)),
+            pool: (0..concurrency).map(|_| Client::new(addr)).collect(),
+            concurrency,
+            queries: bodies.len(),
+            passes: 0,
+        }
+    }
+
+    /// The number of queries a pass may index.
+    pub fn queries(&self) -> usize {
+        self.queries
+    }
+
+    /// One timed pass over `order` (indices below `queries()`), as a pass of `run_queries`.
+    pub async fn pass(&mut self, order: Vec<u32>, time_limit: Option<Duration>) -> SessionPass {
+        let k = self.run.settings.top_k as usize;
+        *self.run.returned.lock().unwrap() = Returned::new(1, self.queries, k);
+        let r = run_phase(
+            &self.run,
+            0,
+            self.requests.clone(),
+            order.clone(),
+            self.concurrency,
+            time_limit,
+            &mut self.pool,
+        )
+        .await;
+        let returned = std::mem::replace(
+            &mut *self.run.returned.lock().unwrap(),
+            Returned::new(0, 0, 0),
+        );
+        let mut ids = Vec::with_capacity(order.len() * k);
+        let mut dists = Vec::with_capacity(order.len() * k);
+        for &q in &order {
+            let at = q as usize * k;
+            ids.extend_from_slice(&returned.ids[at..at + k]);
+            dists.extend_from_slice(&returned.dists[at..at + k]);
+        }
+        let mut samples = std::mem::take(&mut *self.run.samples.lock().unwrap());
+        for s in &mut samples {
+            s.pass = self.passes;
+        }
+        self.passes += 1;
+        SessionPass {
+            stats: pass_stats(r),
+            samples,
+            aborted: self.run.abort_reason.lock().unwrap().clone(),
+            ids,
+            dists,
+        }
+    }
+}
+
 fn pass_stats(r: PhaseResult) -> PassStats {
     let elapsed_s = r.elapsed.as_secs_f64();
     let h = &r.latency_us;
