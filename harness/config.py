@@ -152,10 +152,18 @@ class ScorerConfig(Strict):
     paired: bool | None = None
     pair_rounds: int = Field(20, ge=3)
     pair_round_s: float = Field(0.5, gt=0)
+    # Rounds stop early, after `pair_min_rounds` at least, once every ratio is known within
+    # `pair_precision` (its bootstrap 95% interval at most that share of it on either side; 0: never).
+    # With a load generator session per contender (2026-12-02, gen-100k) 20 rounds gave intervals
+    # of +-0.5-1.5%: most pairings stop at 10 rounds, half the time.
+    pair_min_rounds: int = Field(10, ge=3)
+    pair_precision: float = Field(0.02, ge=0, lt=1)
     # The anchor: a reference stage (a name under reference/, or a variant) or a crate's path.
     anchor: str = "stage04-u8-rerank"
-    # A claimed new best is `confirmed` when its rematch's interval is above 1 + min_effect.
-    min_effect: float = Field(0.0, ge=0)
+    # A claimed new best is `confirmed` when its rematch's interval is above 1 + min_effect. Two
+    # runs of one build differ by a percent or two (memory layout: on gen-100k, five fresh servers of
+    # one stage gave 1.461-1.502x the anchor, each within +-1%), which no round count removes.
+    min_effect: float = Field(0.02, ge=0)
     # At a run's end, the top K valid submissions are rescored in paired rounds (0: not at all).
     verify_top_k: int = Field(3, ge=0)
     image: str | None = None

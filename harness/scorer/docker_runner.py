@@ -395,6 +395,28 @@ class _DockerDriver:
         output = bytes(out or b"").decode("utf-8", "replace")
         return LoadgenRun(exit_code=None if code == 137 else code, timed_out=code == 137, output=output[-8000:])
 
+    def spawn(self, args: list[str], timeout_s: float, stderr: str) -> _DockerBackground:
+        """An ``exec`` started detached; it goes with the driver's container at the latest."""
+        argv = ["sh", "-c", f'exec timeout -s KILL {math.ceil(timeout_s)} loadgen "$@" 2>"/io/{stderr}"', "loadgen"]
+        argv += [a.replace("{io}", "/io").replace("{addr}", f"127.0.0.1:{PORT}") for a in args]
+        api = self.runner.client.api
+        exec_id = self.runner.call(lambda: api.exec_create(self.container.id, argv, user=_user(), workdir="/io"))["Id"]
+        self.runner.call(lambda: api.exec_start(exec_id, detach=True))
+        return _DockerBackground(self.runner, exec_id)
+
+
+class _DockerBackground:
+    def __init__(self, runner: DockerRunner, exec_id: str) -> None:
+        self.runner = runner
+        self.exec_id = exec_id
+
+    def alive(self) -> bool:
+        return bool(self.runner.call(lambda: self.runner.client.api.exec_inspect(self.exec_id)).get("Running"))
+
+    def stop(self) -> None:
+        """Nothing to do: it exits when its control socket is closed, and it cannot outlive the
+        driver's container (removed with the driver) nor its own time limit."""
+
 
 def _union(a: str, b: str) -> str:
     """Both CPU lists as one (Docker and the kernel accept overlapping entries)."""

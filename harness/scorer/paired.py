@@ -12,9 +12,13 @@ while the others idle. Per round the QPS ratio; the figure is the median ratio w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,63 +52,211 @@ class Series:
     qps: list[float] = field(default_factory=list)
     recall: list[float] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # broken answers, dead server, failed pass
+    notes: list[str] = field(default_factory=list)  # how the rounds were measured, where it is unusual
 
 
 def run_rounds(cfg: ScorerConfig, dataset: Dataset, contenders: list[Contender], io: Path, *, rounds: int,
-               rng: np.random.Generator) -> dict[str, Series]:
+               rng: np.random.Generator, log: Callable[[str], None] | None = None) -> dict[str, Series]:
     """``rounds`` rounds over ``contenders`` (each has its ``driver`` open). Each round sends one
     slice of a random permutation of the hidden queries to every contender, in a random order; a
     slice is sized to last about ``cfg.pair_round_s`` for the fastest contender (the permutation is
-    cycled when the set is smaller than the rounds need)."""
+    cycled when the set is smaller than the rounds need). Each contender's passes go through one
+    ``loadgen rounds`` session (its connections kept open between passes); where a session cannot
+    be opened, each pass is a run of ``loadgen query`` instead (slower to start, same pass)."""
     queries = np.asarray(dataset.queries("test"))
     if cfg.max_queries:
         queries = queries[: cfg.max_queries]
     nq = queries.shape[0]
     io.mkdir(parents=True, exist_ok=True)
     write_vecs(io / "queries.fvecs", queries)
+    least = cfg.concurrency * 50
     fastest = max([c.qps_hint for c in contenders if c.qps_hint > 0] or [1000.0])
-    per_round = max(cfg.concurrency * 50, math.ceil(fastest * cfg.pair_round_s * 1.25))
-    need = per_round * rounds
-    perm = np.concatenate([rng.permutation(nq) for _ in range(math.ceil(need / nq))])
+    per_round = max(least, math.ceil(fastest * cfg.pair_round_s))
+    perm = np.concatenate([rng.permutation(nq) for _ in range(math.ceil(per_round * rounds / nq))])
     gt_ids, gt_d = dataset.groundtruth("test")
     base = dataset.base()
-    k, n = cfg.top_k, dataset.manifest.n_base
+    k = cfg.top_k
     out = {c.label: Series() for c in contenders}
-    for r in range(rounds):
-        order = perm[r * per_round:(r + 1) * per_round].astype("<u4")
-        for i in rng.permutation(len(contenders)):
-            c = contenders[int(i)]
-            s = out[c.label]
+    with contextlib.ExitStack() as stack:
+        sessions: dict[str, LoadgenSession | None] = {}
+        for i, c in enumerate(contenders):
             assert c.driver is not None
-            tag = f"r{r}-{int(i)}"
-            # The round's slice, as much of it as lasts about a round for this contender.
-            count = min(order.size, max(cfg.concurrency * 50, math.ceil(c.qps_hint * cfg.pair_round_s * 1.25)))
-            atomic_write_bytes(io / f"{tag}.u32", order[:count])
-            args = ["query", "--addr", "{addr}", "--queries", "{io}/queries.fvecs", "--orders",
-                    f"{{io}}/{tag}.u32", "--passes", "1", "--concurrency", str(cfg.concurrency),
-                    "--top-k", str(k), "--max-id", str(n), "--pass-time-limit-s", str(cfg.pair_round_s * 4),
-                    "--request-timeout-s", str(cfg.request_timeout_s), "--ids-out", f"{{io}}/{tag}.ids",
-                    "--dists-out", f"{{io}}/{tag}.dists", "--out", f"{{io}}/{tag}.json"]
-            run = c.driver.run(args, timeout_s=cfg.pair_round_s * 4 + 60)
-            stats = _read_json(io / f"{tag}.json")
-            passes = (stats or {}).get("passes") or []
-            if run.timed_out or not passes or not c.server.alive():
-                s.problems.append(f"round {r + 1}: the pass failed"
-                                  + (" (the server is gone)" if not c.server.alive() else f": {run.output[-200:]}"))
-                continue
-            p = passes[0]
-            s.qps.append(float(p.get("qps", 0.0)))
-            ids = np.fromfile(io / f"{tag}.ids", dtype="<i8").reshape(nq, k)
-            dists = np.fromfile(io / f"{tag}.dists", dtype="<f4").reshape(nq, k)
-            j = judge_pass(ids, dists, base, queries, gt_ids[:nq], gt_d[:nq], k=k, protocol=cfg.protocol,
-                           rtol=cfg.distance_rtol)
-            if j.problems:
-                s.problems.append(f"round {r + 1}: {j.problems[0]}")
-            elif j.recall is not None:
-                s.recall.append(j.recall)
-            for f in io.glob(f"{tag}.*"):
-                f.unlink()
+            try:
+                sessions[c.label] = stack.enter_context(LoadgenSession(cfg, dataset, c, io, f"s{i}"))
+            except SessionFailed as e:
+                sessions[c.label] = None
+                out[c.label].notes.append(f"one load generator per pass ({e})")
+                if log is not None:
+                    log(f"{c.label}: one load generator per pass ({e})")
+        for r in range(rounds):
+            order = perm[r * per_round:(r + 1) * per_round].astype("<u4")
+            for i in rng.permutation(len(contenders)):
+                c = contenders[int(i)]
+                s = out[c.label]
+                # The round's slice, as much of it as lasts about a round for this contender.
+                sent = order[:min(order.size, max(least, math.ceil(c.qps_hint * cfg.pair_round_s)))]
+                tag = f"r{r}-{int(i)}"
+                session = sessions[c.label]
+                got = session.pass_(sent, tag) if session is not None else _exec_pass(cfg, dataset, c, io, tag, sent)
+                if isinstance(got, str) or not c.server.alive():
+                    s.problems.append(f"round {r + 1}: the pass failed"
+                                      + (" (the server is gone)" if not c.server.alive() else f": {got}"))
+                    continue
+                qps, ids, dists = got
+                s.qps.append(qps)
+                j = judge_pass(ids, dists, base, queries[sent], gt_ids[sent], gt_d[sent], k=k, protocol=cfg.protocol,
+                               rtol=cfg.distance_rtol)
+                if j.problems:
+                    s.problems.append(f"round {r + 1}: {j.problems[0]}")
+                elif j.recall is not None:
+                    s.recall.append(j.recall)
+                for f in io.glob(f"{tag}.*"):
+                    f.unlink()
+            if r + 1 >= min(rounds, cfg.pair_min_rounds) and cfg.pair_precision > 0 \
+                    and precise(out, contenders, cfg.pair_precision, rng):
+                break
     return out
+
+
+def precise(out: dict[str, Series], contenders: list[Contender], precision: float, rng: np.random.Generator) -> bool:
+    """Whether every other contender's ratio to the first is known within ``precision``: the
+    bootstrap 95% interval of the median ratio is at most ``precision`` of it on either side."""
+    first = out[contenders[0].label]
+    for c in contenders[1:]:
+        other = out[c.label]
+        n = min(len(first.qps), len(other.qps))
+        a, b = np.asarray(first.qps[:n]), np.asarray(other.qps[:n])
+        ok = (a > 0) & (b > 0)
+        ratios = a[ok] / b[ok]
+        if ratios.size < 3:
+            return False
+        low, high = bootstrap_median(ratios, rng)
+        if (high - low) / 2 > precision * float(np.median(ratios)):
+            return False
+    return True
+
+
+class SessionFailed(Exception):
+    """A ``loadgen rounds`` session could not be opened."""
+
+
+class LoadgenSession:
+    """``loadgen rounds`` next to one contender's server, for the rounds' passes: the requests are
+    built once and the connections stay open, so a pass costs its own time (a fresh load
+    generator per pass costs a third of a second more). It is driven over a Unix socket in the
+    rounds' folder, one JSON line per pass each way."""
+
+    CONNECT_S = 30.0
+
+    def __init__(self, cfg: ScorerConfig, dataset: Dataset, contender: Contender, io: Path, tag: str) -> None:
+        self.cfg, self.io, self.tag = cfg, io, tag
+        self.pass_timeout_s = cfg.pair_round_s * 4 + cfg.request_timeout_s + 30
+        assert contender.driver is not None
+        args = ["rounds", "--addr", "{addr}", "--queries", "{io}/queries.fvecs", "--concurrency", str(cfg.concurrency),
+                "--top-k", str(cfg.top_k), "--max-id", str(dataset.manifest.n_base),
+                "--request-timeout-s", str(cfg.request_timeout_s), "--io", "{io}", "--control", f"{tag}.sock"]
+        self.proc = contender.driver.spawn(args, timeout_s=self.pass_timeout_s * (cfg.pair_rounds + 2) + 600,
+                                           stderr=f"{tag}.err")
+        self.sock: socket.socket | None = None
+        deadline = time.monotonic() + self.CONNECT_S
+        while self.sock is None:
+            try:
+                self.sock = connect_unix(io / f"{tag}.sock")
+            except OSError:
+                if not self.proc.alive() or time.monotonic() > deadline:
+                    self.proc.stop()
+                    why = _tail(io / f"{tag}.err") or ("it exited" if not self.proc.alive() else "no control socket")
+                    raise SessionFailed(f"loadgen rounds: {why}") from None
+                time.sleep(0.02)
+        self.lines = self.sock.makefile("rb")
+
+    def pass_(self, order: np.ndarray, out: str) -> tuple[float, np.ndarray, np.ndarray] | str:
+        """One timed pass over ``order``: its QPS and the answers row by row, or why it failed."""
+        assert self.sock is not None
+        request = {"order": order.tolist(), "out": out, "pass_time_limit_s": self.cfg.pair_round_s * 4}
+        try:
+            self.sock.settimeout(self.pass_timeout_s)
+            self.sock.sendall(json.dumps(request).encode() + b"\n")
+            line = self.lines.readline()
+        except OSError as e:
+            return f"the load generator's session broke: {e}"
+        if not line:
+            return "the load generator's session ended: " + (_tail(self.io / f"{self.tag}.err") or "no reason given")
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            return f"the load generator said {line[:200]!r}"
+        if reply.get("error"):
+            return str(reply["error"])
+        p = reply.get("pass") or {}
+        if reply.get("aborted"):
+            return str(reply["aborted"])
+        k = self.cfg.top_k
+        ids = np.fromfile(self.io / f"{out}.ids", dtype="<i8").reshape(order.size, k)
+        dists = np.fromfile(self.io / f"{out}.dists", dtype="<f4").reshape(order.size, k)
+        return float(p.get("qps", 0.0)), ids, dists
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.lines.close()
+            self.sock.close()  # the load generator exits when its client hangs up
+            self.sock = None
+        deadline = time.monotonic() + 5
+        while self.proc.alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.proc.stop()
+
+    def __enter__(self) -> LoadgenSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect_unix(path: Path) -> socket.socket:
+    """A connection to the Unix socket ``path``, however long the path (a socket's address holds
+    108 bytes: a longer one is reached through its folder's descriptor)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        if len(os.fsencode(path)) < 100:
+            s.connect(str(path))
+        else:
+            fd = os.open(path.parent, os.O_PATH)
+            try:
+                s.connect(f"/proc/self/fd/{fd}/{path.name}")
+            finally:
+                os.close(fd)
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def _exec_pass(cfg: ScorerConfig, dataset: Dataset, c: Contender, io: Path, tag: str,
+               order: np.ndarray) -> tuple[float, np.ndarray, np.ndarray] | str:
+    """One pass as its own run of ``loadgen query``: its QPS and the answers in ``order``'s order."""
+    assert c.driver is not None
+    atomic_write_bytes(io / f"{tag}.u32", order)
+    args = ["query", "--addr", "{addr}", "--queries", "{io}/queries.fvecs", "--orders", f"{{io}}/{tag}.u32",
+            "--passes", "1", "--concurrency", str(cfg.concurrency), "--top-k", str(cfg.top_k),
+            "--max-id", str(dataset.manifest.n_base), "--pass-time-limit-s", str(cfg.pair_round_s * 4),
+            "--request-timeout-s", str(cfg.request_timeout_s), "--ids-out", f"{{io}}/{tag}.ids",
+            "--dists-out", f"{{io}}/{tag}.dists", "--out", f"{{io}}/{tag}.json"]
+    run = c.driver.run(args, timeout_s=cfg.pair_round_s * 4 + 60)
+    passes = (_read_json(io / f"{tag}.json") or {}).get("passes") or []
+    if run.timed_out or not passes:
+        return run.output[-200:] or "no statistics"
+    k = cfg.top_k
+    ids = np.fromfile(io / f"{tag}.ids", dtype="<i8").reshape(-1, k)[order.astype(np.int64)]
+    dists = np.fromfile(io / f"{tag}.dists", dtype="<f4").reshape(-1, k)[order.astype(np.int64)]
+    return float(passes[0].get("qps", 0.0)), ids, dists
+
+
+def _tail(path: Path, n: int = 300) -> str:
+    try:
+        return path.read_text(errors="replace").strip()[-n:]
+    except OSError:
+        return ""
 
 
 def paired(mine: Series, other: Series, *, against: str, against_tree: str, seconds: float,

@@ -8,6 +8,8 @@ isolated and resource-limited).
 from __future__ import annotations
 
 import collections
+import contextlib
+import math
 import os
 import platform
 import resource
@@ -63,6 +65,16 @@ class Server(Protocol):
     def stop(self) -> None: ...
 
 
+class Background(Protocol):
+    """A load generator started in the background by a ``Driver``."""
+
+    def alive(self) -> bool: ...
+
+    def stop(self) -> None:
+        """Kill it (when it has not exited already)."""
+        ...
+
+
 class Driver(Protocol):
     """A load generator that stays ready next to one server, for many short passes (paired rounds):
     starting one per pass would cost more than the pass."""
@@ -70,6 +82,11 @@ class Driver(Protocol):
     def run(self, args: list[str], timeout_s: float) -> LoadgenRun:
         """Run the load generator with ``args``; ``{io}`` stands for the driver's folder (writable),
         ``{addr}`` for the server's address."""
+        ...
+
+    def spawn(self, args: list[str], timeout_s: float, stderr: str) -> Background:
+        """Start the load generator with ``args`` in the background, in the folder ``{io}``, its
+        standard error to the file ``{io}/<stderr>``; killed after ``timeout_s`` at the latest."""
         ...
 
 
@@ -308,6 +325,35 @@ class _LocalDriver:
         res = _run(_taskset(self.runner.loadgen_cpus) + [str(self.runner._loadgen_binary()), *argv], cwd=self.io,
                    timeout_s=timeout_s)
         return LoadgenRun(exit_code=res.returncode, timed_out=res.returncode is None, output=res.output[-8000:])
+
+    def spawn(self, args: list[str], timeout_s: float, stderr: str) -> Background:
+        argv = [a.replace("{io}", str(self.io)).replace("{addr}", f"127.0.0.1:{self.server.port}") for a in args]
+        with open(self.io / stderr, "wb") as err:
+            proc = subprocess.Popen(
+                ["timeout", "-s", "KILL", str(math.ceil(timeout_s))] + _taskset(self.runner.loadgen_cpus)
+                + [str(self.runner._loadgen_binary()), *argv],
+                cwd=self.io, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                preexec_fn=_new_session_dying_with_parent)
+        return _LocalBackground(proc)
+
+
+@dataclass
+class _LocalBackground:
+    proc: subprocess.Popen[bytes]
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+def _new_session_dying_with_parent() -> None:
+    os.setsid()
+    _die_with_parent()
 
 
 def build_loadgen_locally() -> Path:

@@ -526,6 +526,7 @@ class BenchmarkScorer:
         for c in (anchor, rival):
             if c is not None and series[c.label].problems:
                 self.log(f"{c.label}: {series[c.label].problems[0]}")
+        m.findings.extend(f"paired rounds, {label}: {note}" for label, ser in series.items() for note in ser.notes)
         status, reason = verdict
         if not server.alive():
             self._server_gone(server, "during the paired rounds")
@@ -595,20 +596,23 @@ class BenchmarkScorer:
         return Verification(entries=out, best=best.label if best else None,
                             best_iteration=best.iteration if best else None, best_vs_next=vs,
                             told_apart=(vs.low > 1 or vs.high < 1) if vs else None, anchor_tree=anchor.tree,
-                            rounds=self.cfg.pair_rounds, seconds=round(seconds, 3))
+                            rounds=max((len(s.qps) for s in series.values()), default=0),
+                            seconds=round(seconds, 3))
 
     def match(self, a: Incumbent, b: Incumbent, tries: int) -> list[tuple[Paired | None, Paired | None]]:
         """``tries`` independent sessions of paired rounds of ``a`` against ``b`` (and the anchor),
-        both built, loaded and warmed once: per try, a against b and a against the anchor."""
+        each with both servers started, loaded and warmed afresh (two runs of one build differ by
+        a percent or two: memory layout): per try, a against b and a against the anchor."""
         out: list[tuple[Paired | None, Paired | None]] = []
         with scorer_slot(on_wait=self._slot_waiting):
             anchor = self._ensure_anchor()
-            made = []
-            try:
-                for e in (a, b):
-                    self.log(f"starting {e.label}")
-                    made.append(self._contender(e.label, e.path, cache_binary=False))
-                for t in range(tries):
+            builds = [self._trusted_build(e.path, cache_binary=False) for e in (a, b)]
+            for t in range(tries):
+                made: list[Contender] = []
+                try:
+                    for e, built in zip((a, b), builds, strict=True):
+                        self.log(f"try {t + 1}: starting {e.label}")
+                        made.append(self._contender(e.label, e.path, cache_binary=False, built=built))
                     clock = Stopwatch()
                     io = Path(tempfile.mkdtemp(prefix=f"match-{t}-", dir=self._servers_dir))
                     series = self._rounds([*made, anchor], io)
@@ -618,9 +622,9 @@ class BenchmarkScorer:
                                 paired(sa, series[anchor.label], against="anchor", against_tree=anchor.tree,
                                        seconds=clock.seconds, rng=self._rng)))
                     shutil.rmtree(io, ignore_errors=True)
-            finally:
-                for c in made:
-                    c.server.stop()
+                finally:
+                    for c in made:
+                        c.server.stop()
         return out
 
     def _rounds(self, contenders: list[Contender], io: Path) -> dict[str, Series]:
@@ -629,7 +633,8 @@ class BenchmarkScorer:
             for c in contenders:
                 c.driver = stack.enter_context(self.runner.driver(c.server, io))
             try:
-                return run_rounds(self.cfg, self.dataset, contenders, io, rounds=self.cfg.pair_rounds, rng=self._rng)
+                return run_rounds(self.cfg, self.dataset, contenders, io, rounds=self.cfg.pair_rounds, rng=self._rng,
+                                  log=self.log)
             finally:
                 for c in contenders:
                     c.driver = None
@@ -655,16 +660,12 @@ class BenchmarkScorer:
         self.log(f"starting the incumbent best ({inc.label}) for the rematch")
         return self._contender(inc.label, inc.path, cache_binary=False)
 
-    def _contender(self, label: str, path: Path, *, cache_binary: bool) -> Contender:
-        """A trusted build (the anchor, or a submission already scored valid) built, started,
-        loaded and warmed; its QPS estimated by one pass."""
+    def _contender(self, label: str, path: Path, *, cache_binary: bool,
+                   built: tuple[str, BuildOutcome] | None = None) -> Contender:
+        """A trusted build (the anchor, or a submission already scored valid) built (unless
+        ``built`` gives its tree and build), started, loaded and warmed; its QPS estimated by one pass."""
+        tree, build = built or self._trusted_build(path, cache_binary=cache_binary)
         d = Path(tempfile.mkdtemp(prefix="c-", dir=self._servers_dir))
-        try:
-            src = prepare(path, d / "src")
-        except Exception as e:
-            raise _AnchorFailed(f"{path}: {e}") from None
-        tree = tree_hash(src)
-        build = self._contender_build(src, tree, cache_binary)
         server = self.runner.start(build)
         try:
             if not self.runner.wait_accepting(server, self.cfg.start_timeout_s):
@@ -684,6 +685,16 @@ class BenchmarkScorer:
         except BaseException:
             server.stop()
             raise
+
+    def _trusted_build(self, path: Path, *, cache_binary: bool) -> tuple[str, BuildOutcome]:
+        """``path``'s tree hash and build."""
+        d = Path(tempfile.mkdtemp(prefix="b-", dir=self._servers_dir))
+        try:
+            src = prepare(path, d / "src")
+        except Exception as e:
+            raise _AnchorFailed(f"{path}: {e}") from None
+        tree = tree_hash(src)
+        return tree, self._contender_build(src, tree, cache_binary)
 
     def _contender_build(self, src: Path, tree: str, cache_binary: bool) -> BuildOutcome:
         cached = score_cache_dir().parent / "anchors" / f"{tree[:16]}-{self.runner.name}-{_image_key(self.hardware)}"

@@ -54,11 +54,12 @@ def test_reference_trajectory_runs_in_the_sandbox_and_is_scored_in_containers(
         tree = run.workspace.repo.git.show(f"sub-{n:04d}:src/db.rs")
         assert tree == stage_files(stage)["src/db.rs"].rstrip("\n")
 
-    # Paired rounds in containers (the load generator exec'd next to each server): every valid
+    # Paired rounds in containers (a `loadgen rounds` session next to each server): every valid
     # score has its ratio to the anchor; the second, claiming a new best over the first, was
     # rematched against it; at the end the two were verified against each other and the anchor.
     for s in scores:
         assert s.anchor is not None and s.relative_qps == s.anchor.ratio and s.anchor.rounds == 6, s.reason
+        assert not [f for f in s.findings if "one load generator per pass" in f], s.findings
         assert s.anchor.low <= s.anchor.ratio <= s.anchor.high and s.slot and s.measured_from
     if (scores[1].qps or 0) > (scores[0].qps or 0):
         step = scores[1].step

@@ -17,8 +17,9 @@ def small_dataset(tmp_path_factory):
 
 def quick_scorer_config(**kw) -> ScorerConfig:
     """Short limits, so that misbehaving submissions end in seconds."""
-    base = dict(paired=False, passes=2, warmup_queries=20, pass_time_limit_s=10, request_timeout_s=3, warmup_timeout_s=8,
-                start_timeout_s=10, load_timeout_s=60, benchmark_timeout_s=90, memory_limit="1g", pids_limit=128)
+    base = dict(paired=False, passes=2, warmup_queries=20, pass_time_limit_s=10, request_timeout_s=3,
+                warmup_timeout_s=8, start_timeout_s=10, load_timeout_s=60, benchmark_timeout_s=90,
+                memory_limit="1g", pids_limit=128)
     return ScorerConfig(**(base | kw))
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from harness.scorer.base import Incumbent
-from harness.scorer.paired import Series, bootstrap_median, paired
+from harness.scorer.paired import Contender, Series, bootstrap_median, paired, precise
 from harness.scorer.record import Status, Verdict
-from harness.scorer.runner import LocalRunner, LocalServer
+from harness.scorer.runner import LocalRunner, LocalServer, _LocalDriver
 from harness.scorer.scorer import BenchmarkScorer
 from tests.scorer.conftest import needs_cargo, quick_scorer_config
 from tests.scorer.submissions import write_stage1, write_variant
@@ -53,7 +53,7 @@ def test_bootstrap_interval_covers_the_true_median_about_95_percent_of_the_time(
 @pytest.mark.rust
 @needs_cargo
 @pytest.mark.flaky(reruns=1)
-def test_anchor_rematch_and_verification_with_real_servers(small_dataset, tmp_path):
+def test_anchor_rematch_and_verification_with_real_servers(small_dataset, tmp_path, monkeypatch):
     fast = write_stage1(tmp_path / "fast")
     slow = write_variant("twice_as_slow", tmp_path / "slow")
     same = tmp_path / "same"
@@ -61,7 +61,8 @@ def test_anchor_rematch_and_verification_with_real_servers(small_dataset, tmp_pa
     (same / "src" / "db.rs").write_text((same / "src" / "db.rs").read_text() + "\n// the same code, another tree\n")
     cfg = quick_scorer_config(paired=True, pair_rounds=6, pair_round_s=0.3, anchor=str(fast), passes=2)
     runner = LocalRunner()
-    sc = BenchmarkScorer(cfg, small_dataset, runner, cache_dir=tmp_path / "cache")
+    logs: list[str] = []
+    sc = BenchmarkScorer(cfg, small_dataset, runner, cache_dir=tmp_path / "cache", log=logs.append)
     try:
         # The first valid score: measured against the anchor (here the fast crate itself), no step.
         s1 = sc.score(slow)
@@ -98,13 +99,44 @@ def test_anchor_rematch_and_verification_with_real_servers(small_dataset, tmp_pa
         assert sc.score(slow).cached  # not claiming: the cached record is fine (and has no step)
         assert sc.score(slow).step is None
 
-        # The verification: the fast crate is the verified best, told apart from the slow one.
+        # Every pass so far went through a `loadgen rounds` session per contender.
+        assert not [m for m in logs if "one load generator per pass" in m]
+
+        # The verification: the fast crate is the verified best, told apart from the slow one, here
+        # with one load generator per pass (as where no session can be opened), and rounds that
+        # stop at the minimum once the ratios are known well enough.
+        monkeypatch.setattr(_LocalDriver, "spawn", lambda *a, **kw: _Gone())
+        sc.cfg = cfg.model_copy(update={"pair_min_rounds": 3, "pair_precision": 0.9})
         v = sc.verify([Incumbent(path=slow, tree=s1.tree_hash, qps=1, label="iteration 1", iteration=1),
                        Incumbent(path=fast, tree=s2.tree_hash, qps=1, label="iteration 2", iteration=2)])
         assert v.best == "iteration 2" and v.best_iteration == 2 and v.told_apart
+        assert [m for m in logs if "one load generator per pass" in m]
+        assert v.best_vs_next is not None and v.best_vs_next.rounds == 3
         assert v.best_vs_next is not None and v.best_vs_next.against == "iteration 1" and v.best_vs_next.low > 1
         assert all(e.relative is not None and e.recall == 1.0 for e in v.entries)
         servers = [c.server for c in (sc._anchor, sc._kept) if c is not None]
     finally:
         sc.close()
     assert servers and all(isinstance(s, LocalServer) and not s.alive() for s in servers)
+
+
+class _Gone:
+    """A load generator that exited at once: no session can be opened."""
+
+    def alive(self) -> bool:
+        return False
+
+    def stop(self) -> None:
+        pass
+
+
+def test_precise_asks_every_ratio_to_the_first_to_be_known_within_the_precision():
+    rng = np.random.default_rng(0)
+    cs = [Contender(label, "t", None, 1.0) for label in ("me", "anchor", "rival")]  # type: ignore[arg-type]
+    out = {"me": Series(qps=[100.0] * 8), "anchor": Series(qps=[50.0, 51, 49, 50, 50.5, 49.5, 50, 50]),
+           "rival": Series(qps=[100.0, 60, 140, 90, 110, 70, 130, 100])}
+    assert precise(out, cs[:2], 0.02, rng)  # 2.0 within 1%
+    assert not precise(out, cs, 0.02, rng)  # the rival's ratio is still spread
+    assert precise(out, cs, 0.5, rng)
+    out["anchor"].qps = out["anchor"].qps[:2]
+    assert not precise(out, cs[:2], 0.5, rng)  # fewer than 3 rounds: unknown
