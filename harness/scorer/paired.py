@@ -118,16 +118,20 @@ def run_rounds(cfg: ScorerConfig, dataset: Dataset, contenders: list[Contender],
     return out
 
 
+def _ratios(mine: Series, other: Series) -> np.ndarray:
+    """Round by round, ``mine``'s QPS over ``other``'s, for the rounds both measured (QPS > 0)."""
+    n = min(len(mine.qps), len(other.qps))
+    a, b = np.asarray(mine.qps[:n]), np.asarray(other.qps[:n])
+    ok = (a > 0) & (b > 0)
+    return a[ok] / b[ok]
+
+
 def precise(out: dict[str, Series], contenders: list[Contender], precision: float, rng: np.random.Generator) -> bool:
     """Whether every other contender's ratio to the first is known within ``precision``: the
     bootstrap 95% interval of the median ratio is at most ``precision`` of it on either side."""
     first = out[contenders[0].label]
     for c in contenders[1:]:
-        other = out[c.label]
-        n = min(len(first.qps), len(other.qps))
-        a, b = np.asarray(first.qps[:n]), np.asarray(other.qps[:n])
-        ok = (a > 0) & (b > 0)
-        ratios = a[ok] / b[ok]
+        ratios = _ratios(first, out[c.label])
         if ratios.size < 3:
             return False
         low, high = bootstrap_median(ratios, rng)
@@ -264,9 +268,7 @@ def paired(mine: Series, other: Series, *, against: str, against_tree: str, seco
     """The ratio of ``mine`` to ``other`` round by round: median and bootstrap 95% interval.
     None when fewer than 3 rounds measured both."""
     n = min(len(mine.qps), len(other.qps))
-    a, b = np.asarray(mine.qps[:n]), np.asarray(other.qps[:n])
-    ok = (a > 0) & (b > 0)
-    ratios = a[ok] / b[ok]
+    ratios = _ratios(mine, other)
     if ratios.size < 3:
         return None
     low, high = bootstrap_median(ratios, rng)
